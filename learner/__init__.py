@@ -1,0 +1,1 @@
+"""The learner role: DeepSpeed training of the policy against a frozen reference with CoPG, RLOO or AGRO."""

@@ -1,0 +1,49 @@
+"""`actors`: the vLLM generation actors, their sampling and the prompt sets they read."""
+
+from pathlib import Path
+
+from pydantic import Field
+
+from services.config.base import Section
+
+
+class ActorsConfig(Section):
+    num_actors: int = Field(1, ge=1)
+    """Number of generator actors (each owns one vLLM engine)."""
+
+    n_samples: int = Field(4, ge=1)
+    """Completions sampled per prompt; one prompt's completions form a group (>= 2 for every loss)."""
+
+    prompts_per_batch: int = Field(16, ge=1)
+    """Prompts an actor generates for at once before scoring and pushing their groups."""
+
+    temperature: float = Field(1.0, ge=0)
+    """Sampling temperature. 1.0 keeps behaviour log-probs those of the policy itself."""
+
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling mass; below 1 the behaviour policy is no longer the model's distribution."""
+
+    max_tokens: int = Field(16, ge=1)
+    """Maximum completion length in tokens."""
+
+    stop: list[str] = Field(default_factory=list)
+    """Stop strings; generation ends before them (end-of-sequence always stops)."""
+
+    train_prompts: Path = Path("models/tiny-arith/prompts/train.jsonl")
+    """JSONL of training prompts: one object per line with `prompt`, `prompt_id` and optional
+    `reference`, `tests`, `metadata`."""
+
+    eval_prompts: Path | None = Path("models/tiny-arith/prompts/eval.jsonl")
+    """JSONL of held-out prompts scored at start and every `learner.eval_every` steps; None: no eval."""
+
+    num_cpus: float = Field(1.0, gt=0)
+    """CPUs Ray reserves for each actor."""
+
+    num_gpus: float = Field(0.0, ge=0)
+    """GPUs Ray reserves for each actor (0 on CPU machines)."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    """vLLM tensor-parallel degree inside one actor."""
+
+    max_restarts: int = Field(3, ge=-1)
+    """How often Ray restarts a dead actor (-1: without limit)."""

@@ -1,0 +1,1 @@
+"""Tiny models built from nothing (no model hub is reachable): tokenizer, tasks, policy, reward model."""

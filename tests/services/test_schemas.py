@@ -1,0 +1,98 @@
+"""Wire records: msgpack round-trips, contract checks, and the padded TrainBatch collation."""
+
+import math
+
+import msgpack
+import pytest
+import torch
+
+from services.schemas import Sample, SchemaError, ScoredGroup, build_train_batch
+
+
+def sample(prompt_id: str = "p0", completion: tuple[int, ...] = (5, 6, 7), version: int = 3) -> Sample:
+    return Sample(
+        prompt_id=prompt_id,
+        prompt_token_ids=[1, 2],
+        completion_token_ids=list(completion),
+        completion_text="x" * len(completion),
+        behaviour_logprobs=[-0.5] * len(completion),
+        finish_reason="stop",
+        policy_version=version,
+        actor_id="actor-0",
+        created_at=123.5,
+    )
+
+
+def group(samples: list[Sample], rewards: list[float | None] | None = None) -> ScoredGroup:
+    rewards = rewards if rewards is not None else [float(i) for i in range(len(samples))]
+    return ScoredGroup(
+        group_id=f"g-{samples[0].prompt_id}",
+        prompt="1+1=",
+        prompt_token_ids=[1, 2],
+        samples=samples,
+        rewards=rewards,
+        reward_status=["ok" if r is not None else "error" for r in rewards],
+        reward_details=[{"exact_match": r} if r is not None else {} for r in rewards],
+        reference="2",
+    )
+
+
+def test_group_round_trips_through_msgpack_exactly() -> None:
+    original = group([sample(completion=(9, 8)), sample(version=1)], rewards=[0.25, None])
+    restored = ScoredGroup.from_bytes(original.to_bytes())
+    assert restored == original
+    assert restored.samples[0].behaviour_logprobs == [-0.5, -0.5]
+    assert restored.policy_version == 1  # the oldest sample decides staleness
+
+
+def test_offline_samples_without_logprobs_round_trip() -> None:
+    offline = Sample("p0", [1], [2, 3], "ab", None, "offline", 0, "ingest", 1.0)
+    restored = ScoredGroup.from_bytes(group([offline, offline]).to_bytes())
+    assert restored.samples[0].behaviour_logprobs is None
+
+
+def test_contract_violations_are_named() -> None:
+    with pytest.raises(SchemaError, match="2 behaviour_logprobs for 3 completion tokens"):
+        Sample("p", [1], [1, 2, 3], "abc", [0.0, 0.0], "stop", 0, "a")
+    with pytest.raises(SchemaError, match="'ok' with reward nan"):
+        group([sample()], rewards=[math.nan])
+    with pytest.raises(SchemaError, match="1 rewards for 2 samples"):
+        ScoredGroup("g", "p", [1], [sample(), sample()], [1.0], ["ok"], [{}])
+    with pytest.raises(SchemaError, match="samples of several prompts"):
+        group([sample("a"), sample("b")])
+    with pytest.raises(SchemaError, match="failed \\(error\\) but has a reward"):
+        ScoredGroup("g", "p", [1], [sample()], [0.0], ["error"], [{}])
+
+
+def test_garbage_payloads_fail_clearly_and_never_execute() -> None:
+    with pytest.raises(SchemaError, match="undecodable"):
+        ScoredGroup.from_bytes(b"\xc1\xc1\xc1")
+    with pytest.raises(SchemaError, match="wire version"):
+        ScoredGroup.from_bytes(msgpack.packb({"v": 99}))
+    with pytest.raises(SchemaError, match="missing or mistypes"):
+        ScoredGroup.from_bytes(msgpack.packb({"v": 1, "group_id": "g"}))
+    pickled = b"\x80\x04\x95\x1d\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93\x94."
+    with pytest.raises(SchemaError):
+        ScoredGroup.from_bytes(pickled)
+
+
+def test_train_batch_pads_and_masks_completion_tokens() -> None:
+    g0 = group([sample("a", (5, 6, 7), version=2), sample("a", (5,), version=2)], rewards=[1.0, 0.0])
+    g1 = group([sample("b", (8, 9), version=4), sample("b", (4, 4), version=3)], rewards=[0.5, 0.25])
+    batch = build_train_batch([g0, g1], pad_token_id=0)
+    # Rows are prompt [1, 2] + completion, right-padded to the longest (2 + 3 = 5).
+    assert batch.input_ids.tolist()[0] == [1, 2, 5, 6, 7]
+    assert batch.input_ids.tolist()[1] == [1, 2, 5, 0, 0]
+    assert batch.completion_mask.tolist()[1] == [False, False, True, False, False]
+    assert batch.attention_mask.sum().item() == 5 + 3 + 4 + 4
+    assert batch.group_index.tolist() == [0, 0, 1, 1]
+    assert batch.policy_versions.tolist() == [2, 2, 4, 3]
+    assert batch.completion_lengths.tolist() == [3, 1, 2, 2]
+    assert torch.allclose(batch.behaviour_logprobs, torch.tensor([-1.5, -0.5, -1.0, -1.0]))
+    assert batch.rewards.tolist() == [1.0, 0.0, 0.5, 0.25]
+    assert batch.group_ids == ["g-a", "g-b"]
+
+
+def test_train_batch_refuses_unscored_groups() -> None:
+    with pytest.raises(SchemaError, match="unscored"):
+        build_train_batch([group([sample(), sample()], rewards=[1.0, None])], pad_token_id=0)
