@@ -2,10 +2,10 @@
 
 The warm-start data is deliberately only partly right, so that reinforcement learning has room to improve:
 - `arithmetic`: "a+b=" -> the sum; a fraction of training targets follow the classic "forgot to carry"
-  bug (17+25 -> 32), so the warm-started model is right on carry-free sums (about 30 %) and unsure on
+  bug (17+25 -> 32), so the warm-started model is right on carry-free sums (about 25 %) and unsure on
   the rest.
-- `code`: "# f(1)=4, f(2)=7" + "def f(x):\n    return " -> "x*3+1"; a fraction of training targets
-  swap the slope and the intercept (a common confusion), and the tests check other inputs.
+- `code`: "# f(x) = 3x + 1" + "def f(x):\n    return " -> "x*3+1", checked by unit tests; a fraction of
+  training targets swap the slope and the intercept (x*1+3), a confusion the tests catch.
 """
 
 import json
@@ -82,7 +82,7 @@ def _count() -> Iterator[int]:
 
 
 def _arithmetic(rng: random.Random, prompt_id: str) -> Problem:
-    a, b = rng.randint(0, 99), rng.randint(0, 99)
+    a, b = rng.randint(10, 99), rng.randint(10, 99)  # fixed width: digits align by position
     carries = (a % 10) + (b % 10) >= 10 or a + b >= 100
     return Problem(prompt_id, f"{a}+{b}=", str(a + b), metadata={"a": a, "b": b, "carry": carries})
 
@@ -96,20 +96,25 @@ def _arithmetic_mistake(problem: Problem) -> str:
 
 
 def _code(rng: random.Random, prompt_id: str) -> Problem:
+    name = rng.choice("fgh")
     slope, intercept = rng.randint(2, 9), rng.randint(1, 9)
-    shown = sorted(rng.sample(range(0, 5), 2))
-    examples = ", ".join(f"f({x})={slope * x + intercept}" for x in shown)
-    prompt = f"# {examples}\ndef f(x):\n    return "
-    checked = [x for x in (0, 1, 2, 3, 5, 7, 10) if x not in shown][:3]
-    tests = [f"assert f({x}) == {slope * x + intercept}" for x in checked]
+    sign = rng.choice("+-")
+    spec = f"{slope}x {sign} {intercept}"
+    prompt = f"# {name}(x) = {spec}\ndef {name}(x):\n    return "
+    value = (lambda x: slope * x + intercept) if sign == "+" else (lambda x: slope * x - intercept)
+    tests = [f"assert {name}({x}) == {value(x)}" for x in (0, 2, 5)]
     return Problem(
-        prompt_id, prompt, f"x*{slope}+{intercept}", tests, metadata={"slope": slope, "intercept": intercept}
+        prompt_id,
+        prompt,
+        f"x*{slope}{sign}{intercept}",
+        tests,
+        metadata={"slope": slope, "intercept": intercept, "sign": sign},
     )
 
 
 def _code_mistake(problem: Problem) -> str:
     """Slope and intercept swapped: x*3+1 -> x*1+3."""
-    return f"x*{problem.metadata['intercept']}+{problem.metadata['slope']}"
+    return f"x*{problem.metadata['intercept']}{problem.metadata['sign']}{problem.metadata['slope']}"
 
 
 _MAKERS = {"arithmetic": _arithmetic, "code": _code}

@@ -69,7 +69,9 @@ class FilesystemSubscriber:
         try:
             blob = _blob_path(self.directory, version).read_bytes()
         except FileNotFoundError:
-            raise WeightSyncError(f"weights v{version}: manifest present but blob missing in {self.directory}")
+            raise WeightSyncError(
+                f"weights v{version}: manifest present but blob missing in {self.directory}"
+            ) from None
         return PublishedWeights(manifest, blob)
 
 
@@ -77,4 +79,7 @@ def published_versions(directory: Path) -> list[int]:
     """Versions whose manifest is in place (the manifest is written last)."""
     if not directory.is_dir():
         return []
-    return sorted(int(path.name[len("policy-v") : -len(".manifest.json")]) for path in directory.glob("policy-v*.manifest.json"))
+    return sorted(
+        int(path.name[len("policy-v") : -len(".manifest.json")])
+        for path in directory.glob("policy-v*.manifest.json")
+    )

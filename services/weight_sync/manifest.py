@@ -37,7 +37,9 @@ class WeightManifest:
     @classmethod
     def from_json(cls, text: str) -> "WeightManifest":
         data = json.loads(text)
-        return cls(version=int(data["version"]), checksums=dict(data["checksums"]), num_bytes=int(data["num_bytes"]))
+        return cls(
+            version=int(data["version"]), checksums=dict(data["checksums"]), num_bytes=int(data["num_bytes"])
+        )
 
 
 @dataclass(frozen=True)
@@ -64,10 +66,23 @@ def encode_weights(state_dict: dict[str, torch.Tensor], version: int) -> Publish
     """Serialise a state dict for publishing (tensors are copied to CPU and made contiguous)."""
     if version < 0:
         raise WeightSyncError(f"policy version must be >= 0, got {version}")
-    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in state_dict.items()}
+    tensors = _unaliased_cpu_tensors(state_dict)
     blob = save_safetensors(tensors, metadata={"tandem_policy_version": str(version)})
     checksums = {name: tensor_checksum(name, tensor) for name, tensor in tensors.items()}
     return PublishedWeights(WeightManifest(version, checksums, len(blob)), blob)
+
+
+def _unaliased_cpu_tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous tensors; a tensor sharing storage with an earlier one (tied embeddings) is copied,
+    because safetensors stores each storage once and refuses aliases."""
+    seen: set[int] = set()
+    tensors = {}
+    for name, tensor in state_dict.items():
+        tensor = tensor.detach().contiguous().cpu()
+        pointer = tensor.untyped_storage().data_ptr()
+        tensors[name] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return tensors
 
 
 def decode_weights(published: PublishedWeights) -> dict[str, torch.Tensor]:
@@ -75,7 +90,8 @@ def decode_weights(published: PublishedWeights) -> dict[str, torch.Tensor]:
     manifest = published.manifest
     if len(published.blob) != manifest.num_bytes:
         raise WeightSyncError(
-            f"weights v{manifest.version}: blob has {len(published.blob)} bytes, manifest says {manifest.num_bytes}"
+            f"weights v{manifest.version}: blob has {len(published.blob)} bytes, "
+            f"manifest says {manifest.num_bytes}"
         )
     try:
         tensors = load_safetensors(published.blob)
@@ -89,7 +105,13 @@ def verify_tensors(tensors: dict[str, torch.Tensor], manifest: WeightManifest) -
     missing = sorted(set(manifest.checksums) - set(tensors))
     extra = sorted(set(tensors) - set(manifest.checksums))
     if missing or extra:
-        raise WeightSyncError(f"weights v{manifest.version}: missing tensors {missing[:5]}, unexpected {extra[:5]}")
-    bad = [name for name, tensor in tensors.items() if tensor_checksum(name, tensor) != manifest.checksums[name]]
+        raise WeightSyncError(
+            f"weights v{manifest.version}: missing tensors {missing[:5]}, unexpected {extra[:5]}"
+        )
+    bad = [
+        name for name, tensor in tensors.items() if tensor_checksum(name, tensor) != manifest.checksums[name]
+    ]
     if bad:
-        raise WeightSyncError(f"weights v{manifest.version}: checksum mismatch for {len(bad)} tensors, e.g. {bad[:3]}")
+        raise WeightSyncError(
+            f"weights v{manifest.version}: checksum mismatch for {len(bad)} tensors, e.g. {bad[:3]}"
+        )

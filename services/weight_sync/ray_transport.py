@@ -46,7 +46,9 @@ def weight_store(run_name: str, create: bool) -> ray.actor.ActorHandle:
     try:
         return ray.get_actor(name)
     except ValueError:
-        raise WeightSyncError(f"no weight store {name!r} in this Ray cluster: has the learner started?") from None
+        raise WeightSyncError(
+            f"no weight store {name!r} in this Ray cluster: has the learner started?"
+        ) from None
 
 
 class RayPublisher:
@@ -73,5 +75,7 @@ class RaySubscriber:
         version, manifest_json, (blob_ref,) = found
         manifest = WeightManifest.from_json(manifest_json)
         if manifest.version != version:
-            raise WeightSyncError(f"weight store announces v{version} but its manifest says v{manifest.version}")
+            raise WeightSyncError(
+                f"weight store announces v{version} but its manifest says v{manifest.version}"
+            )
         return PublishedWeights(manifest, ray.get(blob_ref))

@@ -38,7 +38,9 @@ def retrained(tiny_arith_model: Path) -> torch.nn.Module:
     for _ in range(60):
         batch = [rng.choice(problems) for _ in range(64)]
         input_ids, labels = _encode_sft(tokenizer, [p.prompt for p in batch], [p.reference for p in batch])
-        loss = model(input_ids=input_ids, attention_mask=input_ids.ne(tokenizer.pad_token_id), labels=labels).loss
+        loss = model(
+            input_ids=input_ids, attention_mask=input_ids.ne(tokenizer.pad_token_id), labels=labels
+        ).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -57,7 +59,9 @@ def hf_greedy(model: torch.nn.Module, tokenizer, prompts: list[str]) -> list[str
     answers = []
     for prompt in prompts:
         encoded = tokenizer(prompt, return_tensors="pt")
-        output = model.generate(**encoded, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        output = model.generate(
+            **encoded, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
         answers.append(tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True))
     return answers
 
@@ -76,10 +80,14 @@ def test_published_weights_load_without_restart_and_change_generation(
     assert version == 1 and engine.policy_version == 1
     assert engine.parameter_digest() != digest_before
     assert after != before, "the engine kept generating from the old weights"
-    assert after == hf_greedy(retrained, tokenizer, prompts), "vLLM and transformers disagree on the new weights"
+    assert after == hf_greedy(retrained, tokenizer, prompts), (
+        "vLLM and transformers disagree on the new weights"
+    )
 
 
-def test_logprobs_after_load_match_transformers(engine, retrained: torch.nn.Module, tiny_arith_model: Path) -> None:  # type: ignore[no-untyped-def]
+def test_logprobs_after_load_match_transformers(
+    engine, retrained: torch.nn.Module, tiny_arith_model: Path
+) -> None:  # type: ignore[no-untyped-def]
     from actors.engine import PromptRequest, SamplingSettings
 
     engine.load_weights(encode_weights(retrained.state_dict(), version=2))
@@ -92,7 +100,9 @@ def test_logprobs_after_load_match_transformers(engine, retrained: torch.nn.Modu
         ids = torch.tensor([sample.prompt_token_ids + sample.completion_token_ids])
         with torch.no_grad():
             logits = retrained(ids).logits[0, len(sample.prompt_token_ids) - 1 : -1]
-        expected = torch.log_softmax(logits.float(), -1)[torch.arange(len(sample.completion_token_ids)), ids[0, len(sample.prompt_token_ids) :]]
+        expected = torch.log_softmax(logits.float(), -1)[
+            torch.arange(len(sample.completion_token_ids)), ids[0, len(sample.prompt_token_ids) :]
+        ]
         worst = max(worst, (expected - torch.tensor(sample.behaviour_logprobs)).abs().max().item())
     print(f"log-prob parity after a weight load: max |vLLM - transformers| = {worst:.2e}")
     assert worst < 1e-3
@@ -110,10 +120,18 @@ def test_corrupt_weights_are_refused_and_the_version_is_kept(engine, retrained: 
     assert engine.parameter_digest() == digest  # nothing was half-loaded
 
 
-def test_weights_of_another_architecture_are_refused(engine, retrained: torch.nn.Module) -> None:  # type: ignore[no-untyped-def]
+def test_weights_of_another_shape_or_name_are_refused_before_loading(
+    engine, retrained: torch.nn.Module
+) -> None:  # type: ignore[no-untyped-def]
     current = engine.policy_version
-    state = copy.deepcopy(retrained.state_dict())
-    state["model.norm.weight"] = torch.ones(7)  # wrong shape
-    with pytest.raises(WeightSyncError, match=f"still at v{current}"):
-        engine.load_weights(encode_weights(state, version=current + 1))
+    digest = engine.parameter_digest()
+    wrong_shape = copy.deepcopy(retrained.state_dict())
+    wrong_shape["model.norm.weight"] = torch.ones(7)
+    with pytest.raises(WeightSyncError, match=r"model\.norm\.weight has shape \(7,\)"):
+        engine.load_weights(encode_weights(wrong_shape, version=current + 1))
+    unknown_name = copy.deepcopy(retrained.state_dict())
+    unknown_name["model.layers.9.mlp.down_proj.weight"] = torch.zeros(128, 384)
+    with pytest.raises(WeightSyncError, match=r"layers\.9\.mlp\.down_proj\.weight matches no parameter"):
+        engine.load_weights(encode_weights(unknown_name, version=current + 1))
     assert engine.policy_version == current
+    assert engine.parameter_digest() == digest  # nothing was half-loaded

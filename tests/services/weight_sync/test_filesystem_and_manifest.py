@@ -63,7 +63,9 @@ def test_filesystem_transport_serves_the_newest_whole_version(tmp_path: Path) ->
     assert published_versions(tmp_path) == [2, 3]  # older versions pruned
     latest = subscriber.latest()
     assert latest is not None and latest.version == 3
-    assert torch.equal(decode_weights(latest)["model.embed_tokens.weight"], state_dict(3)["model.embed_tokens.weight"])
+    assert torch.equal(
+        decode_weights(latest)["model.embed_tokens.weight"], state_dict(3)["model.embed_tokens.weight"]
+    )
     # A blob without its manifest (a publish that died midway) is invisible.
     (tmp_path / "policy-v00000009.safetensors").write_bytes(b"partial")
     assert subscriber.latest_version() == 3
@@ -74,3 +76,11 @@ def test_filesystem_manifest_without_blob_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "policy-v00000004.safetensors").unlink()
     with pytest.raises(WeightSyncError, match="v4: manifest present but blob missing"):
         FilesystemSubscriber(tmp_path).latest()
+
+
+def test_tied_weights_are_published_under_both_names() -> None:
+    shared = torch.randn(6, 4)
+    tied = {"model.embed_tokens.weight": shared, "lm_head.weight": shared}
+    restored = decode_weights(encode_weights(tied, version=1))
+    assert torch.equal(restored["lm_head.weight"], shared)
+    assert torch.equal(restored["model.embed_tokens.weight"], shared)

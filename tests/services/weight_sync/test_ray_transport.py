@@ -10,7 +10,6 @@ import torch
 from services.weight_sync import WeightSyncError, decode_weights
 from services.weight_sync.ray_transport import RayPublisher, RaySubscriber
 
-
 # Test modules are not importable on Ray workers; ship this module's functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
