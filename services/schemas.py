@@ -1,7 +1,8 @@
 """The records that cross process boundaries: `Sample`, `ScoredGroup`, `TrainBatch`, and their wire format.
 
-Wire format: msgpack maps with a schema version, numeric arrays packed as little-endian bytes
-(token ids int32, log-probs float64), so a group of 8 x 256 tokens packs and unpacks in microseconds.
+Token ids and log-probs are held as `array.array` (int32 'i', float64 'd'; lists are converted on
+construction), so the wire format, msgpack maps with a schema version and those arrays as
+little-endian bytes, packs and unpacks them as single memory copies.
 Nothing here ever unpickles: a shared Redis must not become a code-execution channel.
 """
 
@@ -11,6 +12,7 @@ import math
 import sys
 import time
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,16 +37,20 @@ class Sample:
     """
 
     prompt_id: str
-    prompt_token_ids: list[int]
-    completion_token_ids: list[int]
+    prompt_token_ids: Sequence[int]
+    completion_token_ids: Sequence[int]
     completion_text: str
-    behaviour_logprobs: list[float] | None
+    behaviour_logprobs: Sequence[float] | None
     finish_reason: str
     policy_version: int
     actor_id: str
     created_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "prompt_token_ids", _int_array(self.prompt_token_ids))
+        object.__setattr__(self, "completion_token_ids", _int_array(self.completion_token_ids))
+        if self.behaviour_logprobs is not None:
+            object.__setattr__(self, "behaviour_logprobs", _float_array(self.behaviour_logprobs))
         logprobs = self.behaviour_logprobs
         if logprobs is not None and len(logprobs) != len(self.completion_token_ids):
             raise SchemaError(
@@ -95,7 +101,7 @@ class ScoredGroup:
 
     group_id: str
     prompt: str
-    prompt_token_ids: list[int]
+    prompt_token_ids: Sequence[int]
     samples: list[Sample]
     rewards: list[float | None]
     reward_status: list[RewardStatus]
@@ -105,6 +111,7 @@ class ScoredGroup:
     created_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "prompt_token_ids", _int_array(self.prompt_token_ids))
         n = len(self.samples)
         if n < 1:
             raise SchemaError(f"group {self.group_id!r}: no samples")
@@ -220,7 +227,7 @@ class TrainBatch:
 
 def build_train_batch(groups: list[ScoredGroup], pad_token_id: int) -> TrainBatch:
     """Collate scored groups into one padded `TrainBatch` (only fully scored groups are allowed)."""
-    rows: list[list[int]] = []
+    rows: list[array] = []
     prompt_lengths: list[int] = []
     rewards: list[float] = []
     group_index: list[int] = []
@@ -244,7 +251,7 @@ def build_train_batch(groups: list[ScoredGroup], pad_token_id: int) -> TrainBatc
     attention_mask = torch.zeros((len(rows), width), dtype=torch.bool)
     completion_mask = torch.zeros((len(rows), width), dtype=torch.bool)
     for row_index, (row, prompt_length) in enumerate(zip(rows, prompt_lengths, strict=True)):
-        input_ids[row_index, : len(row)] = torch.tensor(row, dtype=torch.long)
+        input_ids[row_index, : len(row)] = torch.frombuffer(row, dtype=torch.int32).long()
         attention_mask[row_index, : len(row)] = True
         completion_mask[row_index, prompt_length : len(row)] = True
     return TrainBatch(
@@ -260,29 +267,43 @@ def build_train_batch(groups: list[ScoredGroup], pad_token_id: int) -> TrainBatc
     )
 
 
-def _pack_ints(values: list[int]) -> bytes:
-    packed = array("i", values)
-    if sys.byteorder != "little":
-        packed.byteswap()
-    return packed.tobytes()
+def _int_array(values: Sequence[int]) -> array:
+    if isinstance(values, array) and values.typecode == "i":
+        return values
+    return array("i", values)
 
 
-def _unpack_ints(payload: bytes) -> list[int]:
+def _float_array(values: Sequence[float]) -> array:
+    if isinstance(values, array) and values.typecode == "d":
+        return values
+    return array("d", values)
+
+
+def _pack(values: array) -> bytes:
+    if sys.byteorder == "little":
+        return values.tobytes()
+    swapped = array(values.typecode, values)
+    swapped.byteswap()
+    return swapped.tobytes()
+
+
+def _pack_ints(values: Sequence[int]) -> bytes:
+    return _pack(_int_array(values))
+
+
+def _pack_floats(values: Sequence[float]) -> bytes:
+    return _pack(_float_array(values))
+
+
+def _unpack_ints(payload: bytes) -> array:
     return _unpack(payload, "i")
 
 
-def _pack_floats(values: list[float]) -> bytes:
-    packed = array("d", values)
-    if sys.byteorder != "little":
-        packed.byteswap()
-    return packed.tobytes()
-
-
-def _unpack_floats(payload: bytes) -> list[float]:
+def _unpack_floats(payload: bytes) -> array:
     return _unpack(payload, "d")
 
 
-def _unpack(payload: bytes, typecode: str) -> list[Any]:
+def _unpack(payload: bytes, typecode: str) -> array:
     if not isinstance(payload, bytes) or len(payload) % array(typecode).itemsize:
         raise SchemaError(
             f"numeric array payload of {len(payload)} bytes is not a whole number of {typecode!r}"
@@ -291,4 +312,4 @@ def _unpack(payload: bytes, typecode: str) -> list[Any]:
     unpacked.frombytes(payload)
     if sys.byteorder != "little":
         unpacked.byteswap()
-    return unpacked.tolist()
+    return unpacked

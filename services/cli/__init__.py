@@ -15,6 +15,7 @@ from services.config import ConfigError
 COMMAND_MODULES = (
     "services.cli.config_cmd",
     "services.cli.model_cmd",
+    "services.cli.buffer_cmd",
 )
 
 

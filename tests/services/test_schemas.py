@@ -41,7 +41,7 @@ def test_group_round_trips_through_msgpack_exactly() -> None:
     original = group([sample(completion=(9, 8)), sample(version=1)], rewards=[0.25, None])
     restored = ScoredGroup.from_bytes(original.to_bytes())
     assert restored == original
-    assert restored.samples[0].behaviour_logprobs == [-0.5, -0.5]
+    assert list(restored.samples[0].behaviour_logprobs or []) == [-0.5, -0.5]
     assert restored.policy_version == 1  # the oldest sample decides staleness
 
 
@@ -96,3 +96,12 @@ def test_train_batch_pads_and_masks_completion_tokens() -> None:
 def test_train_batch_refuses_unscored_groups() -> None:
     with pytest.raises(SchemaError, match="unscored"):
         build_train_batch([group([sample(), sample()], rewards=[1.0, None])], pad_token_id=0)
+
+
+def test_numeric_fields_are_compact_arrays_whatever_was_passed() -> None:
+    from array import array
+
+    built = sample(completion=(5, 6))
+    assert isinstance(built.completion_token_ids, array) and built.completion_token_ids.typecode == "i"
+    assert isinstance(built.behaviour_logprobs, array) and built.behaviour_logprobs.typecode == "d"
+    assert built == Sample("p0", array("i", [1, 2]), array("i", [5, 6]), "xx", [-0.5, -0.5], "stop", 3, "actor-0", 123.5)
