@@ -95,15 +95,11 @@ def main() -> None:
         ours.append(run_tandem(args.redis_url, groups, args.batch))
         raw.append(run_raw(args.redis_url, payloads, args.batch))
     ratios = [o / r for o, r in zip(ours, raw, strict=True)]
-    print(
-        f"RedisBuffer put+sample+ack: median {statistics.median(ours):8.0f} groups/s  (min {min(ours):.0f}, max {max(ours):.0f})"
-    )
-    print(
-        f"raw redis-py pipeline:      median {statistics.median(raw):8.0f} groups/s  (min {min(raw):.0f}, max {max(raw):.0f})"
-    )
-    print(
-        f"ratio (ours / raw): median {statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f}); target >= 0.5"
-    )
+    for label, values in (("RedisBuffer put+sample+ack", ours), ("raw redis-py pipeline", raw)):
+        median = statistics.median(values)
+        print(f"{label:28s} median {median:8.0f} groups/s  (min {min(values):.0f}, max {max(values):.0f})")
+    spread = f"min {min(ratios):.2f}, max {max(ratios):.2f}"
+    print(f"ratio (ours / raw): median {statistics.median(ratios):.2f} ({spread}); target >= 0.5")
 
 
 if __name__ == "__main__":

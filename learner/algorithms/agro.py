@@ -1,18 +1,27 @@
 """AGRO, this project's reading (Tang et al. 2025, arXiv 2503.19612; see ALGORITHMS.md).
 
-    R_i = r_i - beta * sg(h(y_i)),   h from the CURRENT policy,   b_i = mean_{j != i} R_j
-    L   = -mean_i sg(R_i - b_i) * log pi(y_i)
+    R_i = r_i - beta * sg(h(y_i)),   h = log pi - log pi_ref from the CURRENT policy
+    b_i = mean_{j != i} R_j,         L = -mean_i sg(R_i - b_i) * log pi(y_i)
 
 No importance weights, yet from on-policy, off-policy or mixed data it converges to
-pi* = pi_ref exp(r / beta) / Z: summed over a group, sum_i (R_i - b_i) grad log pi(y_i) equals
-(1/(k-1)) * sum_{i<j} (R_i - R_j)(grad log pi(y_i) - grad log pi(y_j)), the all-pairs CoPG direction.
-This needs the baseline to include the -beta*h part: a reward-only baseline is biased off-policy.
-The actors' generation-time log-probs must not be used for h.
+pi* = pi_ref exp(r / beta) / Z: summed over a group of k, with g_i = grad log pi(y_i),
+    sum_i (R_i - b_i) g_i = (1/(k-1)) * sum_{i<j} (R_i - R_j)(g_i - g_j),
+the all-pairs CoPG direction (arXiv 2406.19185), which vanishes in expectation only at pi*. This needs the
+baseline to include the -beta*h part: a reward-only baseline is biased off-policy. The actors'
+generation-time log-probs must not be used for h (that is biased off-policy policy gradient again).
+With on-policy data this is KL-regularised RLOO.
 """
 
 import torch
 
-from learner.algorithms.common import LossOutput, apply_averaging, check_inputs, find_groups, reward_metrics
+from learner.algorithms.common import (
+    LossOutput,
+    apply_averaging,
+    check_inputs,
+    compute_dtype,
+    find_groups,
+    reward_metrics,
+)
 
 
 def agro_loss(
@@ -25,7 +34,10 @@ def agro_loss(
     lengths: torch.Tensor | None = None,
     average_logprobs: bool = False,
 ) -> LossOutput:
-    """AGRO loss with a leave-one-out baseline of KL-regularised rewards."""
+    """AGRO loss with a leave-one-out baseline of KL-regularised rewards.
+
+    Inputs as for `copg_loss`: 1-D [N], one entry per completion, beta > 0.
+    """
     check_inputs(
         "agro_loss",
         {
@@ -39,9 +51,12 @@ def agro_loss(
         beta_must_be_positive=True,
     )
     groups = find_groups(group_ids, "agro_loss")
-    logprobs, ref_logprobs = apply_averaging("agro_loss", logprobs, ref_logprobs, lengths, average_logprobs)
+    dtype = compute_dtype(logprobs)
+    logprobs, ref_logprobs = apply_averaging(
+        "agro_loss", logprobs.to(dtype), ref_logprobs.to(dtype), lengths, average_logprobs
+    )
     log_ratio = (logprobs - ref_logprobs).detach()
-    regularised = rewards.to(logprobs.dtype) - beta * log_ratio
+    regularised = rewards.to(dtype) - beta * log_ratio
     advantages = regularised - groups.leave_one_out_mean(regularised)
     loss = -(advantages * logprobs).mean()
     metrics = reward_metrics(rewards, log_ratio, loss, groups)

@@ -1,17 +1,26 @@
-"""REINFORCE Leave-One-Out (RLOO; Ahmadian et al. 2024, arXiv 2402.14740), KL-shaped, optionally
-importance-weighted.
+"""REINFORCE Leave-One-Out (RLOO; Ahmadian et al. 2024, arXiv 2402.14740), KL-shaped, optionally with
+truncated importance weights.
 
-    R_i = r_i - beta * sg(h(y_i)),      b_i = mean_{j != i} R_j,      A_i = R_i - b_i      (paper, Eq. 6)
+    R_i = r_i - beta * sg(h(y_i)),      b_i = 1/(k-1) sum_{j != i} R_j,      A_i = R_i - b_i
     L   = -mean_i w_i * sg(A_i) * log pi(y_i)
 
-The advantages of a group sum to 0 (A_i = k/(k-1) * (R_i - mean R)). Valid ON-policy only (w_i = 1).
-With importance_sampling="truncated", w_i = sg(min(exp(log pi(y_i) - log mu(y_i)), is_cap)) at the
-sequence level corrects slightly stale samples at the cost of some bias from the cap.
+This is the paper's RLOO estimator (k samples per prompt, each baselined by the mean reward of the other
+k-1, with the KL penalty folded into the sequence-level reward). The advantages of a group sum to 0
+(A_i = k/(k-1) * (R_i - mean R)). Valid ON-policy only (w_i = 1). With importance_sampling="truncated",
+w_i = sg(min(exp(log pi(y_i) - log mu(y_i)), is_cap)) at the sequence level corrects slightly stale
+samples at the cost of some bias from the cap.
 """
 
 import torch
 
-from learner.algorithms.common import LossOutput, apply_averaging, check_inputs, find_groups, reward_metrics
+from learner.algorithms.common import (
+    LossOutput,
+    apply_averaging,
+    check_inputs,
+    compute_dtype,
+    find_groups,
+    reward_metrics,
+)
 
 IMPORTANCE_SAMPLING = ("none", "truncated")
 
@@ -29,15 +38,21 @@ def rloo_loss(
     importance_sampling: str = "none",
     is_cap: float = 2.0,
 ) -> LossOutput:
-    """RLOO loss; `behaviour_logprobs` (sequence sums under the generating policy) only for "truncated"."""
+    """RLOO loss. Inputs as for `copg_loss` (1-D [N]), beta >= 0.
+
+    `behaviour_logprobs` [N] (sequence sums under the policy that generated each completion) are needed
+    only for importance_sampling="truncated"; the weights always use the summed (sequence-level) ratio,
+    also when `average_logprobs=True` rescales the log-probs in the loss.
+    """
     if importance_sampling not in IMPORTANCE_SAMPLING:
         raise ValueError(
             f"rloo_loss: importance_sampling must be one of {IMPORTANCE_SAMPLING}, "
             f"got {importance_sampling!r}"
         )
-    if importance_sampling == "truncated" and behaviour_logprobs is None:
+    truncated = importance_sampling == "truncated"
+    if truncated and behaviour_logprobs is None:
         raise ValueError("rloo_loss: importance_sampling='truncated' needs behaviour_logprobs")
-    if importance_sampling == "truncated" and not is_cap > 0:
+    if truncated and not is_cap > 0:
         raise ValueError(f"rloo_loss: is_cap must be > 0, got {is_cap}")
     check_inputs(
         "rloo_loss",
@@ -47,23 +62,31 @@ def rloo_loss(
             "rewards": rewards,
             "group_ids": group_ids,
             "lengths": lengths,
-            "behaviour_logprobs": behaviour_logprobs if importance_sampling == "truncated" else None,
+            "behaviour_logprobs": behaviour_logprobs if truncated else None,
         },
         beta,
         beta_must_be_positive=False,
     )
     groups = find_groups(group_ids, "rloo_loss")
-    logprobs, ref_logprobs = apply_averaging("rloo_loss", logprobs, ref_logprobs, lengths, average_logprobs)
+    dtype = compute_dtype(logprobs)
+    summed_logprobs = logprobs.to(dtype)
+    logprobs, ref_logprobs = apply_averaging(
+        "rloo_loss", summed_logprobs, ref_logprobs.to(dtype), lengths, average_logprobs
+    )
     log_ratio = (logprobs - ref_logprobs).detach()
-    shaped = rewards.to(logprobs.dtype) - beta * log_ratio
+    shaped = rewards.to(dtype) - beta * log_ratio
     advantages = shaped - groups.leave_one_out_mean(shaped)
-    weights = torch.ones_like(advantages)
     metrics: dict[str, float] = {}
-    if importance_sampling == "truncated":
-        assert behaviour_logprobs is not None
-        weights = torch.exp(logprobs.detach() - behaviour_logprobs.to(logprobs.dtype)).clamp(max=is_cap)
+    if truncated:
+        assert behaviour_logprobs is not None  # checked above; narrows the type
+        # pi(y)/mu(y) is a ratio of sequence probabilities, so it uses the summed log-probs even when
+        # the averaging operator is on.
+        ratio = summed_logprobs.detach() - behaviour_logprobs.to(dtype)
+        weights = torch.exp(ratio).clamp(max=is_cap)
         metrics |= {"is_weight_mean": float(weights.mean()), "is_weight_max": float(weights.max())}
-    loss = -(weights * advantages * logprobs).mean()
+        loss = -(weights * advantages * logprobs).mean()
+    else:
+        loss = -(advantages * logprobs).mean()
     metrics |= reward_metrics(rewards, log_ratio, loss, groups)
     metrics["advantage_abs_mean"] = float(advantages.abs().mean())
     return LossOutput(loss=loss, metrics=metrics)

@@ -104,4 +104,6 @@ def test_numeric_fields_are_compact_arrays_whatever_was_passed() -> None:
     built = sample(completion=(5, 6))
     assert isinstance(built.completion_token_ids, array) and built.completion_token_ids.typecode == "i"
     assert isinstance(built.behaviour_logprobs, array) and built.behaviour_logprobs.typecode == "d"
-    assert built == Sample("p0", array("i", [1, 2]), array("i", [5, 6]), "xx", [-0.5, -0.5], "stop", 3, "actor-0", 123.5)
+    ids, completion = array("i", [1, 2]), array("i", [5, 6])
+    same = Sample("p0", ids, completion, "xx", [-0.5, -0.5], "stop", 3, "actor-0", 123.5)
+    assert built == same

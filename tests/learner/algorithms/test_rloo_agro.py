@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from learner.algorithms import agro_loss, rloo_loss
-from learner.algorithms.bandit import Bandit, descend, expected_gradient, reward_only_baseline_loss
+from learner.algorithms.bandit import Bandit, LossFn, descend, expected_gradient, reward_only_baseline_loss
 from learner.algorithms.common import find_groups
 
 
@@ -24,7 +24,7 @@ def test_rloo_hand_worked_advantages() -> None:
 
 
 @pytest.mark.parametrize("loss_fn", [rloo_loss, agro_loss])
-def test_advantages_sum_to_zero_per_group(loss_fn) -> None:  # type: ignore[no-untyped-def]
+def test_advantages_sum_to_zero_per_group(loss_fn: LossFn) -> None:
     torch.manual_seed(0)
     group_ids = torch.tensor([3, 3, 3, 8, 8, 5, 5, 5, 5])
     logprobs = torch.randn(9, requires_grad=True)

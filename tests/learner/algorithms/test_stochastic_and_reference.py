@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from learner.algorithms import LOSSES, agro_loss, copg_loss, rloo_loss, sequence_logprobs
-from learner.algorithms.bandit import Bandit
+from learner.algorithms.bandit import Bandit, LossFn
 
 
 @pytest.mark.parametrize("name", ["copg", "agro"])
@@ -31,11 +31,16 @@ def test_sampled_groups_with_adam_reach_low_regret_off_policy(
         optimizer.step()
         schedule.step()
     regret = bandit.regret(torch.softmax(theta.detach(), 0))
-    assert regret < 1e-2, regret
+    assert regret < 1e-2, regret  # the check's threshold
+    # Much lower in fact: at pi* every R_b is equal, so every sampled group's gradient is exactly 0 and the
+    # noise vanishes at the optimum (measured: regret ~ 1e-16 for both).
+    assert regret < 1e-8, regret
 
 
-# Plain-loop references, written from ALGORITHMS.md one completion at a time.
-def loop_copg(logprobs, ref, rewards, group_ids, beta):  # type: ignore[no-untyped-def]
+# Plain-loop references, written from ALGORITHMS.md one completion and one pair at a time.
+def loop_copg(
+    logprobs: torch.Tensor, ref: torch.Tensor, rewards: torch.Tensor, group_ids: torch.Tensor, beta: float
+) -> torch.Tensor:
     per_group = []
     for gid in sorted(set(group_ids.tolist())):
         members = [i for i in range(len(group_ids)) if group_ids[i] == gid]
@@ -47,8 +52,11 @@ def loop_copg(logprobs, ref, rewards, group_ids, beta):  # type: ignore[no-untyp
     return sum(per_group) / len(per_group)
 
 
-def loop_loo(logprobs, ref, rewards, group_ids, beta):  # type: ignore[no-untyped-def]
-    """RLOO and AGRO share this estimator (h from the current policy, detached)."""
+def loop_loo(
+    logprobs: torch.Tensor, ref: torch.Tensor, rewards: torch.Tensor, group_ids: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """RLOO (without importance weights) and AGRO share this estimator (h from the current policy,
+    detached, inside both the reward and the leave-one-out baseline)."""
     terms = []
     for i in range(len(group_ids)):
         members = [j for j in range(len(group_ids)) if group_ids[j] == group_ids[i]]
@@ -61,10 +69,12 @@ def loop_loo(logprobs, ref, rewards, group_ids, beta):  # type: ignore[no-untype
 REFERENCES = {"copg": loop_copg, "rloo": loop_loo, "agro": loop_loo}
 
 
+@pytest.mark.parametrize("average", [False, True], ids=["summed", "averaged"])
 @pytest.mark.parametrize("name", ["copg", "rloo", "agro"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_vectorised_equals_plain_loop_on_mixed_size_groups(name: str, seed: int) -> None:
-    """Check 9: loss value and gradient, groups of sizes 2..6 interleaved in one batch."""
+def test_vectorised_equals_plain_loop_on_mixed_size_groups(name: str, seed: int, average: bool) -> None:
+    """Check 9: loss value and gradient, groups of sizes 2..6 interleaved in one batch, with arbitrary
+    (non-contiguous) group ids; optionally through the averaging operator."""
     generator = torch.Generator().manual_seed(seed)
     sizes = torch.randint(2, 7, (8,), generator=generator).tolist()
     group_ids = torch.tensor([gid * 13 for gid, size in enumerate(sizes) for _ in range(size)])
@@ -73,13 +83,17 @@ def test_vectorised_equals_plain_loop_on_mixed_size_groups(name: str, seed: int)
     base = torch.randn(n, dtype=torch.float64, generator=generator) - 3
     ref = torch.randn(n, dtype=torch.float64, generator=generator) - 3
     rewards = torch.rand(n, dtype=torch.float64, generator=generator)
+    lengths = torch.randint(1, 20, (n,), generator=generator)
     vectorised = base.clone().requires_grad_(True)
     looped = base.clone().requires_grad_(True)
-    out = LOSSES[name](vectorised, ref, rewards, group_ids, 0.3)
-    expected = REFERENCES[name](looped, ref, rewards, group_ids, 0.3)
+    options = {"lengths": lengths, "average_logprobs": True} if average else {}
+    out = LOSSES[name](vectorised, ref, rewards, group_ids, 0.3, **options)
+    divisor = lengths.double() if average else torch.ones(n, dtype=torch.float64)
+    expected = REFERENCES[name](looped / divisor, ref / divisor, rewards, group_ids, 0.3)
     out.loss.backward()
     expected.backward()
     assert out.loss.item() == pytest.approx(float(expected.detach()), rel=1e-10)
+    assert vectorised.grad is not None and looped.grad is not None
     assert torch.allclose(vectorised.grad, looped.grad, atol=1e-12)
 
 
@@ -103,7 +117,7 @@ def test_row_order_does_not_matter_and_split_by_groups_averages(name: str) -> No
 
 
 @pytest.mark.parametrize("loss_fn", [copg_loss, rloo_loss, agro_loss])
-def test_averaging_operator_is_length_invariant(loss_fn) -> None:  # type: ignore[no-untyped-def]
+def test_averaging_operator_is_length_invariant(loss_fn: LossFn) -> None:
     """Repeating every token's log-prob m times (a completion m times longer, same per-token quality)
     leaves the averaged loss unchanged; the summed loss changes."""
     token_logprobs = torch.tensor(
