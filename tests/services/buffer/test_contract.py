@@ -1,6 +1,6 @@
 """One suite, run against the memory and the Redis buffer: the semantics every implementation shares."""
 
-from conftest import BufferFactory, make_group
+from buffer_support import BufferFactory, make_group
 
 
 def test_fresh_groups_are_delivered_exactly_once_in_order(new_buffer: BufferFactory) -> None:

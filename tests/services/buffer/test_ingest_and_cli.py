@@ -131,6 +131,7 @@ def test_lines_without_rewards_are_scored_and_a_failed_item_fails_the_ingest(tmp
         ],
     )
     assert scored[0].rewards == [1.0, 0.0]
+
     def failing(items: list[dict]) -> list[dict]:
         return [{"status": "ok", "reward": 1.0}, {"status": "timeout", "reward": None, "error": "slow"}]
 

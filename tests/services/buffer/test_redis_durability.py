@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import PrivateRedis, make_group
+from buffer_support import PrivateRedis, make_group
 
 from services.buffer.redis_buffer import RedisBuffer
 from services.config.buffer import BufferConfig

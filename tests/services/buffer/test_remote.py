@@ -2,7 +2,7 @@
 
 import pytest
 import ray
-from conftest import make_group
+from buffer_support import make_group
 
 from services.buffer.remote import RemoteBuffer
 from services.config.buffer import BufferConfig
