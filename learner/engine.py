@@ -1,0 +1,94 @@
+"""DeepSpeed for the learner (the only module that imports deepspeed): set-up, stepping, checkpoints.
+
+On CPU (`DS_ACCELERATOR=cpu`) ranks talk over gloo, on GPUs over NCCL. ZeRO stage, AdamW, warm-up,
+gradient clipping come from `LearnerConfig`. A step may span a variable number of micro-batches
+(a token budget, see step.py): `begin_step` sets DeepSpeed's accumulation count for that step.
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import deepspeed
+import torch
+
+from services.config.learner import LearnerConfig
+
+
+def init_distributed() -> None:
+    """Join (or, for a lone process, create) the torch.distributed group DeepSpeed needs, even for 1 rank."""
+    if torch.distributed.is_initialized():
+        return
+    for key, value in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+    }.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
+    backend = "nccl" if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu" else "gloo"
+    deepspeed.init_distributed(dist_backend=backend)
+
+
+def deepspeed_config(config: LearnerConfig) -> dict[str, Any]:
+    return {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "optimizer": {
+            "type": "AdamW",
+            "params": {"lr": config.lr, "weight_decay": config.weight_decay, "torch_adam": True},
+        },
+        "zero_optimization": {"stage": config.zero_stage},
+        "gradient_clipping": config.grad_clip or 0.0,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def create_engine(model: torch.nn.Module, config: LearnerConfig) -> Any:
+    """A DeepSpeed engine for `model` (the learning rate is set per step, see `begin_step`)."""
+    init_distributed()
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=parameters, config=deepspeed_config(config)
+    )
+    return engine
+
+
+def warmup_lr(config: LearnerConfig, step: int) -> float:
+    """Linear warm-up from lr/warmup_steps to `lr` over the first `warmup_steps` steps, then constant.
+
+    Applied by hand: DeepSpeed's WarmupLR derives from torch's LRScheduler, which refuses ZeRO's
+    optimizer wrapper under torch 2.13."""
+    return config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+
+
+def begin_step(engine: Any, micro_batches: int, lr: float) -> None:
+    """Set this step's learning rate; make DeepSpeed step after exactly `micro_batches` backward passes."""
+    for group in engine.optimizer.param_groups:
+        group["lr"] = lr
+    world = torch.distributed.get_world_size()
+    if engine.gradient_accumulation_steps() != micro_batches:
+        engine.set_train_batch_size(micro_batches * world)
+
+
+def backward(engine: Any, loss: torch.Tensor) -> None:
+    """Accumulate gradients of one micro-batch's share; the caller has already scaled it."""
+    engine.backward(loss, scale_wrt_gas=False)
+    engine.step()  # DeepSpeed steps the optimizer only at the accumulation boundary
+
+
+def grad_norm(engine: Any) -> float:
+    norm = engine.get_global_grad_norm()
+    return float(norm) if norm is not None else float("nan")
+
+
+def save_state(engine: Any, directory: Path, tag: str, client_state: dict[str, Any]) -> None:
+    engine.save_checkpoint(str(directory), tag=tag, client_state=client_state)
+
+
+def load_state(engine: Any, directory: Path, tag: str | None = None) -> dict[str, Any] | None:
+    """Restore module, optimizer and scheduler; returns the client state (step, version, cursor)."""
+    path, client_state = engine.load_checkpoint(str(directory), tag=tag)
+    return client_state if path is not None else None

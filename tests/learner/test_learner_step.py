@@ -1,0 +1,108 @@
+"""The DeepSpeed learner on the tiny model: a step per algorithm lowers the loss on a fixed batch,
+token-budget micro-batches give the full-batch update, log-probs are those of a plain forward pass."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from learner_support import learner_config, sampled_groups
+from transformers import AutoModelForCausalLM
+
+from learner import engine as ds
+from learner.algorithms import LOSSES
+from learner.logprobs import completion_logprobs, token_logprobs
+from learner.reference import ReferenceModel
+from learner.step import BadDataError, plan_micro_batches, row_keys, screen_groups, train_step
+from services.schemas import ScoredGroup, build_train_batch
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def groups(tiny_arith_model: Path) -> list[ScoredGroup]:
+    return sampled_groups(tiny_arith_model)
+
+
+def fresh_engine(model_dir: Path, config) -> object:  # type: ignore[no-untyped-def]
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return ds.create_engine(model, config.learner)
+
+
+def test_token_logprobs_match_a_manual_forward(tiny_arith_model: Path, groups: list[ScoredGroup]) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_arith_model, dtype=torch.float32)
+    batch = build_train_batch(groups[:2], pad_token_id=257)
+    per_token = token_logprobs(model, batch.input_ids, batch.attention_mask)
+    row = 0
+    length = int(batch.attention_mask[row].sum())
+    logits = model(batch.input_ids[row : row + 1, :length]).logits[0].float()
+    manual = torch.log_softmax(logits[:-1], -1).gather(1, batch.input_ids[row, 1:length, None])[:, 0]
+    assert torch.allclose(per_token[row, 1:length], manual, atol=1e-5)
+    summed = completion_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+    assert summed[row].item() == pytest.approx(
+        manual[batch.completion_mask[row, 1:length]].sum().item(), abs=1e-4
+    )
+
+
+@pytest.mark.parametrize("algorithm", ["copg", "rloo", "agro"])
+def test_one_step_lowers_the_loss_on_a_fixed_batch(
+    tiny_arith_model: Path, groups: list[ScoredGroup], tmp_path: Path, algorithm: str
+) -> None:
+    config = learner_config(tiny_arith_model, tmp_path, f"algorithm.name={algorithm}", "algorithm.beta=0.1")
+    engine = fresh_engine(tiny_arith_model, config)
+    reference = ReferenceModel(tiny_arith_model)
+    batch = build_train_batch(groups, pad_token_id=257)
+    ref = reference.logprobs(batch, row_keys(batch)).double()
+
+    def loss_now() -> float:
+        with torch.no_grad():
+            logp = completion_logprobs(
+                engine, batch.input_ids, batch.attention_mask, batch.completion_mask
+            ).double()
+        return LOSSES[algorithm](logp, ref, batch.rewards, batch.group_index, 0.1).loss.item()
+
+    before = loss_now()
+    metrics = train_step(engine, reference, batch, config.algorithm, token_budget=100_000, lr=1e-3)
+    after = loss_now()
+    print(f"{algorithm}: loss {before:.4f} -> {after:.4f}, grad norm {metrics['grad_norm']:.3f}")
+    assert after < before
+    assert metrics["micro_batches"] == 1 and metrics["tokens"] == batch.num_tokens
+    rows = len(row_keys(batch))
+    assert (reference.misses, reference.hits) == (rows, rows)  # the step's lookup hit the cache
+    reference.logprobs(batch, row_keys(batch))
+    assert (reference.misses, reference.hits) == (rows, 2 * rows)  # cached per sample
+
+
+def test_micro_batches_give_the_full_batch_update(
+    tiny_arith_model: Path, groups: list[ScoredGroup], tmp_path: Path
+) -> None:
+    config = learner_config(tiny_arith_model, tmp_path, "algorithm.name=copg")
+    batch = build_train_batch(groups, pad_token_id=257)
+    assert len(plan_micro_batches(batch, token_budget=60)) >= 3
+    whole, split = fresh_engine(tiny_arith_model, config), fresh_engine(tiny_arith_model, config)
+    reference = ReferenceModel(tiny_arith_model)
+    train_step(whole, reference, batch, config.algorithm, token_budget=100_000, lr=1e-3)
+    metrics = train_step(split, reference, batch, config.algorithm, token_budget=60, lr=1e-3)
+    assert metrics["micro_batches"] >= 3
+    difference = max(
+        (a - b).abs().max().item()
+        for a, b in zip(whole.module.parameters(), split.module.parameters(), strict=True)
+    )
+    print(f"max parameter difference, 1 vs {int(metrics['micro_batches'])} micro-batches: {difference:.2e}")
+    assert difference < 1e-5
+
+
+def test_bad_groups_are_skipped_with_a_reason_or_stop_the_run(groups: list[ScoredGroup]) -> None:
+    good = groups[0]
+    unscored = ScoredGroup("u", good.prompt, good.prompt_token_ids, good.samples, [None] * len(good.samples),
+                           ["error"] * len(good.samples), [{}] * len(good.samples))  # fmt: skip
+    empty_sample = good.samples[0].__class__(
+        good.samples[0].prompt_id, good.prompt_token_ids, [], "", [], "stop", 0, "t"
+    )
+    empty = ScoredGroup("e", good.prompt, good.prompt_token_ids, [empty_sample, good.samples[1]], [0.0, 1.0],
+                        ["ok", "ok"], [{}, {}])  # fmt: skip
+    single = ScoredGroup("s", good.prompt, good.prompt_token_ids, good.samples[:1], [1.0], ["ok"], [{}])
+    kept, skipped = screen_groups([good, unscored, empty, single], stop_on_bad_data=False)
+    assert kept == [good]
+    assert skipped == {"unscored_or_nonfinite_reward": 1, "empty_completion": 1, "group_of_one": 1}
+    with pytest.raises(BadDataError, match="group 'e': empty completion"):
+        screen_groups([good, empty], stop_on_bad_data=True)
