@@ -54,6 +54,29 @@ def synthetic_batch(
     return made
 
 
+def random_model(hidden_size: int, layers: int) -> Path:
+    """A randomly initialised Qwen2 of the given size (with the tiny tokenizer), saved to a temp dir."""
+    import tempfile
+
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from services.tinymodels.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    heads = hidden_size // 64
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=4 * hidden_size,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+    )  # fmt: skip
+    directory = Path(tempfile.mkdtemp(prefix="tandem-bench-model-"))
+    model = Qwen2ForCausalLM(config)
+    print(f"random Qwen2: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters")
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("models/tiny-arith"))
@@ -62,7 +85,17 @@ def main() -> None:
     parser.add_argument("--completion-tokens", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--hidden-size", type=int, help="benchmark a random Qwen2 of this width instead of --model"
+    )
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument(
+        "--micro-batch-tokens", type=int, default=10**9,
+        help="Tandem's token budget; the default keeps one micro-batch, like the bare loop",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.hidden_size:
+        args.model = random_model(args.hidden_size, args.layers)
     device = torch.device(
         "cuda" if torch.cuda.is_available() and os.environ["DS_ACCELERATOR"] != "cpu" else "cpu"
     )
@@ -70,13 +103,14 @@ def main() -> None:
     policy = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     bare = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).to(device)
     engine = ds.create_engine(policy, config.learner)
-    reference = ReferenceModel(args.model)
+    reference = ReferenceModel(args.model, device=engine.device)
     groups = synthetic_batch(
         args.groups, args.samples, 16, args.completion_tokens, policy.config.vocab_size - 2
     )
     batch = build_train_batch(groups, pad_token_id=policy.config.pad_token_id)
     ref = reference.logprobs(batch, row_keys(batch)).double()
     optimizer = torch.optim.AdamW(bare.parameters(), lr=1e-5)
+    ref_on, rewards_on, groups_on = ref.to(device), batch.rewards.to(device), batch.group_index.to(device)
     on_device = {
         name: getattr(batch, name).to(device) for name in ("input_ids", "attention_mask", "completion_mask")
     }
@@ -87,9 +121,7 @@ def main() -> None:
             logp = completion_logprobs(
                 bare, on_device["input_ids"], on_device["attention_mask"], on_device["completion_mask"]
             )
-            loss = copg_loss(
-                logp.double().cpu(), ref, batch.rewards, batch.group_index, config.algorithm.beta
-            ).loss
+            loss = copg_loss(logp.double(), ref_on, rewards_on, groups_on, config.algorithm.beta).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(bare.parameters(), 1.0)
@@ -101,7 +133,7 @@ def main() -> None:
     def tandem_steps() -> float:
         started = time.perf_counter()
         for _ in range(args.steps):
-            train_step(engine, reference, batch, config.algorithm, config.learner.micro_batch_tokens, 1e-5)
+            train_step(engine, reference, batch, config.algorithm, args.micro_batch_tokens, 1e-5)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return args.steps * batch.num_tokens / (time.perf_counter() - started)
@@ -118,6 +150,7 @@ def main() -> None:
         print(f"{label:30s} median {statistics.median(values):9.0f} tokens/s ({spread})")
     spread = f"min {min(ratios):.2f}, max {max(ratios):.2f}"
     print(f"ratio: median {statistics.median(ratios):.2f} ({spread}); target >= 0.9")
+
 
 if __name__ == "__main__":
     main()

@@ -14,8 +14,15 @@ from services.schemas import TrainBatch
 
 
 class ReferenceModel:
-    def __init__(self, path: Path, dtype: torch.dtype = torch.float32, cache_size: int = 200_000):
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+    def __init__(
+        self,
+        path: Path,
+        dtype: torch.dtype = torch.float32,
+        cache_size: int = 200_000,
+        device: str | torch.device = "cpu",
+    ):
+        self.device = torch.device(device)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
         self.model.requires_grad_(False)
         self.cache: dict[tuple[str, int], float] = {}
         self.cache_size = cache_size
@@ -28,8 +35,11 @@ class ReferenceModel:
         if missing:
             rows = torch.tensor(missing)
             values = completion_logprobs(
-                self.model, batch.input_ids[rows], batch.attention_mask[rows], batch.completion_mask[rows]
-            )
+                self.model,
+                batch.input_ids[rows].to(self.device),
+                batch.attention_mask[rows].to(self.device),
+                batch.completion_mask[rows].to(self.device),
+            ).cpu()
             if len(self.cache) + len(missing) > self.cache_size:
                 self.cache.clear()  # simple and bounded; a miss only costs a forward pass
             self.cache.update((keys[row], float(value)) for row, value in zip(missing, values, strict=True))

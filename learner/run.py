@@ -43,7 +43,9 @@ class Learner:
         policy = AutoModelForCausalLM.from_pretrained(config.model.path, dtype=dtype)
         self.pad_token_id = int(policy.config.pad_token_id if policy.config.pad_token_id is not None else 0)
         self.engine = ds.create_engine(policy, config.learner)
-        self.reference = ReferenceModel(config.model.ref_path or config.model.path, dtype=dtype)
+        self.reference = ReferenceModel(
+            config.model.ref_path or config.model.path, dtype=dtype, device=self.engine.device
+        )
         self.state = (load_checkpoint(self.engine, config.run.run_dir) if resume else None) or LearnerState()
         self.skipped: Counter[str] = Counter()
         # RLOO without importance weights is on-policy only: it never trains on replayed groups.

@@ -76,17 +76,17 @@ def plan_micro_batches(batch: TrainBatch, token_budget: int) -> list[torch.Tenso
     return [torch.tensor(rows) for rows in plans]
 
 
-def loss_options(algorithm: AlgorithmConfig, batch: TrainBatch) -> dict[str, Any]:
+def loss_options(algorithm: AlgorithmConfig, batch: TrainBatch, device: torch.device) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if algorithm.average_logprobs:
-        options |= {"lengths": batch.completion_lengths, "average_logprobs": True}
+        options |= {"lengths": batch.completion_lengths.to(device), "average_logprobs": True}
     if algorithm.name == "rloo" and algorithm.importance_sampling != "none":
         if bool(torch.isnan(batch.behaviour_logprobs).any()):
             raise BadDataError(
                 "rloo with importance sampling needs behaviour log-probs; offline groups lack them"
             )
         options |= {
-            "behaviour_logprobs": batch.behaviour_logprobs.double(),
+            "behaviour_logprobs": batch.behaviour_logprobs.double().to(device),
             "importance_sampling": algorithm.importance_sampling,
             "is_cap": algorithm.is_cap,
         }
@@ -102,23 +102,28 @@ def train_step(
     lr: float,
 ) -> dict[str, float]:
     started = time.perf_counter()
-    ref_logprobs = reference.logprobs(batch, row_keys(batch)).double()
+    device = engine.device
+    ref_logprobs = reference.logprobs(batch, row_keys(batch)).double().to(device)
+    rewards, group_index = batch.rewards.to(device), batch.group_index.to(device)
     loss_fn = LOSSES[algorithm.name]
-    options = loss_options(algorithm, batch)
+    options = loss_options(algorithm, batch, device)
     micro_batches = plan_micro_batches(batch, token_budget)
     ds.begin_step(engine, len(micro_batches), lr)
 
     def logprobs_of(rows: torch.Tensor) -> torch.Tensor:
         return completion_logprobs(
-            engine, batch.input_ids[rows], batch.attention_mask[rows], batch.completion_mask[rows]
+            engine,
+            batch.input_ids[rows].to(device),
+            batch.attention_mask[rows].to(device),
+            batch.completion_mask[rows].to(device),
         ).double()
 
     if len(micro_batches) == 1:
         out = loss_fn(
             logprobs_of(micro_batches[0]),
             ref_logprobs,
-            batch.rewards,
-            batch.group_index,
+            rewards,
+            group_index,
             algorithm.beta,
             **options,
         )
@@ -127,7 +132,7 @@ def train_step(
         with torch.no_grad():
             all_logprobs = torch.cat([logprobs_of(rows) for rows in micro_batches])
         leaf = all_logprobs.clone().requires_grad_(True)
-        out = loss_fn(leaf, ref_logprobs, batch.rewards, batch.group_index, algorithm.beta, **options)
+        out = loss_fn(leaf, ref_logprobs, rewards, group_index, algorithm.beta, **options)
         (coefficients,) = torch.autograd.grad(out.loss, leaf)
         for rows in micro_batches:
             ds.backward(engine, (coefficients[rows] * logprobs_of(rows)).sum())

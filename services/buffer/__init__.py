@@ -1,7 +1,7 @@
 """The experience buffer between actors and learner: Redis (durable, shared) or in-process (embedded).
 
-`open_buffer(config)` gives the configured implementation in this process; the embedded default is
-shared across processes through `services.buffer.remote` (a Ray actor).
+`open_buffer(config)` gives the configured implementation; for `kind: memory`, `shared=True` serves
+it from a named Ray actor (remote.py) so every process of the run sees the same buffer.
 """
 
 from services.buffer.memory import MemoryBuffer
@@ -10,12 +10,20 @@ from services.buffer.protocol import BufferStats, ExperienceBuffer, PutResult, S
 from services.config.buffer import BufferConfig
 
 
-def open_buffer(config: BufferConfig, consumer: str = "learner-0", seed: int = 0) -> ExperienceBuffer:
-    """The buffer `config.kind` names, usable from this process."""
+def open_buffer(
+    config: BufferConfig, consumer: str = "learner-0", seed: int = 0, shared: bool = False
+) -> ExperienceBuffer:
+    """The buffer `config.kind` names. `consumer` names a Redis learner (stable across its restarts);
+    `shared` starts or joins the Ray-served memory buffer (Ray must be initialised) instead of a
+    private in-process one."""
     if config.kind == "redis":
         from services.buffer.redis_buffer import RedisBuffer
 
         return RedisBuffer(config, consumer=consumer, seed=seed)
+    if shared:
+        from services.buffer.remote import RemoteBuffer
+
+        return RemoteBuffer.start(config, seed=seed)
     return MemoryBuffer(config, seed=seed)
 
 

@@ -1,11 +1,13 @@
 """Offline data into the buffer: `tandem ingest FILE.jsonl`.
 
-Each line: {"prompt": str, "completions": [str, ...], "rewards": [float, ...]?, "reference": str?,
+Each line: {"prompt": str, "completions": [str, ...], "rewards": [number, ...]?, "reference": str?,
 "prompt_id": str?, "policy_version": int? (default 0), "source": str? (default "offline"),
-"prompt_token_ids": [int]?, "completions_token_ids": [[int]]?}. Lines without rewards are scored by
-the reward server (`POST /v1/score`); an item the server fails to score fails the ingest (no silent 0).
-The whole file is parsed, tokenised and scored before anything is written, and then written in one
-transaction: a malformed line (reported with its number and field) leaves the buffer untouched.
+"prompt_token_ids": [int]?, "completion_token_ids": [[int], ...]?}. Lines without token ids are
+tokenised (`--tokenizer`); lines without rewards are scored by the reward server (`POST /v1/score`,
+batched across lines), and an item it fails to score fails the ingest (never a silent 0).
+Behaviour log-probs are unknown for offline data (None). The whole file is parsed, tokenised and
+scored before anything is written, then written in one transaction: a malformed line (reported with
+its number and field) leaves the buffer untouched.
 """
 
 import json
@@ -19,7 +21,9 @@ from typing import Any
 from services.schemas import Sample, ScoredGroup
 
 Tokenize = Callable[[str], list[int]]
+# items [{"prompt", "completion", "reference"}] -> results [{"reward", "status", "scores", "error"}]
 Score = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+SCORE_BATCH = 256  # completions per reward-server request
 
 
 class IngestError(ValueError):
@@ -28,7 +32,7 @@ class IngestError(ValueError):
 
 @dataclass(frozen=True)
 class OfflineLine:
-    number: int
+    where: str  # "FILE:LINE", for messages
     prompt_id: str
     prompt: str
     completions: list[str]
@@ -37,30 +41,30 @@ class OfflineLine:
     policy_version: int
     source: str
     prompt_token_ids: list[int] | None
-    completions_token_ids: list[list[int]] | None
+    completion_token_ids: list[list[int]] | None
 
 
 _FIELDS = {
     "prompt", "completions", "rewards", "reference", "prompt_id", "policy_version", "source",
-    "prompt_token_ids", "completions_token_ids",
+    "prompt_token_ids", "completion_token_ids",
 }  # fmt: skip
 
 
 def parse_offline_file(path: Path) -> list[OfflineLine]:
+    """Every line validated, or an IngestError naming the first bad line and field."""
     if not path.is_file():
         raise IngestError(f"{path}: file not found")
     lines = []
     with path.open() as handle:
         for number, text in enumerate(handle, start=1):
             if text.strip():
-                lines.append(_parse_line(path, number, text))
+                lines.append(_parse_line(f"{path}:{number}", f"{path.stem}-{number}", text))
     if not lines:
         raise IngestError(f"{path}: no groups")
     return lines
 
 
-def _parse_line(path: Path, number: int, text: str) -> OfflineLine:
-    where = f"{path}:{number}"
+def _parse_line(where: str, default_id: str, text: str) -> OfflineLine:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
@@ -70,76 +74,87 @@ def _parse_line(path: Path, number: int, text: str) -> OfflineLine:
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
         raise IngestError(f"{where}: unknown field(s) {unknown}")
+
+    def fail(field: str, expected: str) -> IngestError:
+        return IngestError(f"{where}: field '{field}' must be {expected}")
+
     prompt, completions = data.get("prompt"), data.get("completions")
     if not isinstance(prompt, str) or not prompt:
-        raise IngestError(f"{where}: field 'prompt' must be a non-empty string")
+        raise fail("prompt", "a non-empty string")
     if (
         not isinstance(completions, list)
         or len(completions) < 2
         or not all(isinstance(c, str) for c in completions)
     ):
-        raise IngestError(f"{where}: field 'completions' must be a list of at least 2 strings")
+        raise fail("completions", "a list of at least 2 strings")
     rewards = data.get("rewards")
     if rewards is not None:
         if not isinstance(rewards, list) or len(rewards) != len(completions):
-            raise IngestError(f"{where}: field 'rewards' must be a list with one number per completion")
-        if not all(
-            isinstance(r, int | float) and not isinstance(r, bool) and math.isfinite(r) for r in rewards
-        ):
-            raise IngestError(f"{where}: field 'rewards' must hold finite numbers")
+            raise fail("rewards", "a list with one number per completion")
+        if not all(_is_number(r) and math.isfinite(r) for r in rewards):
+            raise fail("rewards", "a list of finite numbers")
     version = data.get("policy_version", 0)
-    if not isinstance(version, int) or version < 0:
-        raise IngestError(f"{where}: field 'policy_version' must be a non-negative integer")
-    prompt_ids, completion_ids = data.get("prompt_token_ids"), data.get("completions_token_ids")
+    if not _is_int(version) or version < 0:
+        raise fail("policy_version", "a non-negative integer")
+    for field in ("reference", "prompt_id", "source"):
+        if data.get(field) is not None and (not isinstance(data[field], str) or not data[field]):
+            raise fail(field, "a non-empty string")
+    prompt_ids, completion_ids = data.get("prompt_token_ids"), data.get("completion_token_ids")
     if (prompt_ids is None) != (completion_ids is None):
-        raise IngestError(f"{where}: give both 'prompt_token_ids' and 'completions_token_ids', or neither")
-    if completion_ids is not None and len(completion_ids) != len(completions):
-        raise IngestError(f"{where}: field 'completions_token_ids' needs one list per completion")
+        raise IngestError(f"{where}: give both 'prompt_token_ids' and 'completion_token_ids', or neither")
+    if prompt_ids is not None and not _is_token_ids(prompt_ids):
+        raise fail("prompt_token_ids", "a list of non-negative integers")
+    if completion_ids is not None and (
+        not isinstance(completion_ids, list)
+        or len(completion_ids) != len(completions)
+        or not all(_is_token_ids(ids) and ids for ids in completion_ids)
+    ):
+        raise fail("completion_token_ids", "one non-empty list of non-negative integers per completion")
     return OfflineLine(
-        number=number,
-        prompt_id=str(data.get("prompt_id") or f"{path.stem}-{number}"),
+        where=where,
+        prompt_id=data.get("prompt_id") or default_id,
         prompt=prompt,
         completions=completions,
         rewards=[float(r) for r in rewards] if rewards is not None else None,
         reference=data.get("reference"),
         policy_version=version,
-        source=str(data.get("source") or "offline"),
+        source=data.get("source") or "offline",
         prompt_token_ids=prompt_ids,
-        completions_token_ids=completion_ids,
+        completion_token_ids=completion_ids,
     )
 
 
+def _is_text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_token_ids(values: object) -> bool:
+    return isinstance(values, list) and all(_is_int(v) and 0 <= v < 2**31 for v in values)
+
+
 def build_offline_groups(
-    path: Path, lines: list[OfflineLine], tokenize: Tokenize | None, score: Score | None
+    lines: list[OfflineLine], tokenize: Tokenize | None, score: Score | None
 ) -> list[ScoredGroup]:
-    """Tokenise and score every line (all or nothing)."""
-    groups = []
+    """Tokenise and score every line (all or nothing); what is missing fails before any request."""
     for line in lines:
-        where = f"{path}:{line.number}"
-        if line.prompt_token_ids is None and tokenize is None:
-            raise IngestError(f"{where}: no token ids in the line and no --tokenizer given")
-        prompt_ids = line.prompt_token_ids if line.prompt_token_ids is not None else tokenize(line.prompt)  # type: ignore[misc]
-        completion_ids = line.completions_token_ids or [tokenize(c) for c in line.completions]  # type: ignore[misc]
-        rewards = line.rewards
-        details: list[dict[str, float]] = [{} for _ in line.completions]
-        if rewards is None:
-            if score is None:
-                raise IngestError(
-                    f"{where}: field 'rewards' missing and no --reward-url to score the completions"
-                )
-            rewards, details = _scored(where, line, score)
+        if line.rewards is None and score is None:
+            raise IngestError(f"{line.where}: field 'rewards' missing and no --reward-url to score it")
+    token_ids = [_token_ids(line, tokenize) for line in lines]
+    scored = _score_unrewarded(lines, score) if score is not None else {}
+    groups = []
+    for line, (prompt_ids, completion_ids) in zip(lines, token_ids, strict=True):
+        rewards, details = scored.get(line.where) or (line.rewards or [], [{} for _ in line.completions])
+        now = time.time()
         samples = [
-            Sample(
-                line.prompt_id,
-                prompt_ids,
-                ids,
-                text,
-                None,
-                "offline",
-                line.policy_version,
-                "ingest",
-                time.time(),
-            )
+            Sample(line.prompt_id, prompt_ids, ids, text, None, "offline", line.policy_version, "ingest", now)
             for text, ids in zip(line.completions, completion_ids, strict=True)
         ]
         groups.append(
@@ -158,14 +173,40 @@ def build_offline_groups(
     return groups
 
 
-def _scored(where: str, line: OfflineLine, score: Score) -> tuple[list[float], list[dict[str, float]]]:
-    items = [{"prompt": line.prompt, "completion": c, "reference": line.reference} for c in line.completions]
-    results = score(items)
-    failed = [(i, r) for i, r in enumerate(results) if r.get("status") != "ok" or r.get("reward") is None]
-    if failed:
-        index, result = failed[0]
-        raise IngestError(
-            f"{where}: the reward server failed completion {index}: "
-            f"{result.get('status')} {result.get('error')}"
-        )
-    return [float(r["reward"]) for r in results], [dict(r.get("scores") or {}) for r in results]
+def _token_ids(line: OfflineLine, tokenize: Tokenize | None) -> tuple[list[int], list[list[int]]]:
+    if line.prompt_token_ids is not None and line.completion_token_ids is not None:
+        return line.prompt_token_ids, line.completion_token_ids
+    if tokenize is None:
+        raise IngestError(f"{line.where}: no 'prompt_token_ids' in the line and no --tokenizer given")
+    return tokenize(line.prompt), [tokenize(completion) for completion in line.completions]
+
+
+def _score_unrewarded(
+    lines: list[OfflineLine], score: Score
+) -> dict[str, tuple[list[float], list[dict[str, float]]]]:
+    """Rewards and per-scorer details of the lines without rewards, keyed by `where`."""
+    items = [
+        (line, index) for line in lines if line.rewards is None for index in range(len(line.completions))
+    ]
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(items), SCORE_BATCH):
+        chunk = items[start : start + SCORE_BATCH]
+        request = [
+            {"prompt": line.prompt, "completion": line.completions[i], "reference": line.reference}
+            for line, i in chunk
+        ]
+        reply = score(request)
+        if len(reply) != len(request):
+            raise IngestError(f"the reward server answered {len(reply)} results for {len(request)} items")
+        results += reply
+    scored: dict[str, tuple[list[float], list[dict[str, float]]]] = {}
+    for (line, index), result in zip(items, results, strict=True):
+        if result.get("status") != "ok" or not _is_number(result.get("reward")):
+            raise IngestError(
+                f"{line.where}: the reward server failed completion {index}: "
+                f"{result.get('status')} {result.get('error')}"
+            )
+        rewards, details = scored.setdefault(line.where, ([], []))
+        rewards.append(float(result["reward"]))
+        details.append({k: float(v) for k, v in (result.get("scores") or {}).items()})
+    return scored

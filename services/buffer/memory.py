@@ -1,8 +1,8 @@
 """The in-process experience buffer: the embedded default (served to other processes by remote.py).
 
 Same semantics as the Redis buffer: a fresh queue delivered once, deliveries pending until acked and
-handed out again by `recover()` (a learner that restarts calls it), a bounded FIFO replay pool and an
-unbounded offline pool. Thread-safe: actors and the learner may call it concurrently.
+handed out again by `recover()` (a learner that restarts calls it), a bounded FIFO replay pool, an
+unbounded offline pool. Thread-safe (one lock): actors and the learner may call it concurrently.
 """
 
 import random
@@ -31,8 +31,7 @@ class MemoryBuffer:
 
     def put(self, groups: list[ScoredGroup]) -> PutResult:
         with self._lock:
-            for group in groups:
-                self._fresh.append((f"m-{next(self._ids)}", group))
+            self._fresh.extend((f"m-{next(self._ids)}", group) for group in groups)
             self._counters["put"] += len(groups)
             backlog = len(self._fresh)
             paused = backlog >= self.config.high_water
@@ -60,23 +59,12 @@ class MemoryBuffer:
             by_id = dict(self._fresh)
             taken = set(plan.take) | set(plan.too_stale)
             self._fresh = deque(item for item in self._fresh if item[0] not in taken)
-            stale_moved = stale_dropped = 0
-            for delivery_id in plan.too_stale:
-                if self.config.stale_policy == "replay":
-                    self._add_to_replay(by_id[delivery_id])
-                    stale_moved += 1
-                else:
-                    stale_dropped += 1
+            stale_moved, stale_dropped = self._settle_stale([by_id[i] for i in plan.too_stale])
             fresh_groups = [by_id[delivery_id] for delivery_id in plan.take]
             self._pending.update(zip(plan.take, fresh_groups, strict=True))
             replayed = self._rng.sample([*self._replay, *self._offline], plan.num_replay)
-            self._counters.update(
-                delivered=len(fresh_groups),
-                replayed=len(replayed),
-                stale_moved=stale_moved,
-                stale_dropped=stale_dropped,
-            )
             groups = fresh_groups + replayed
+            self._counters.update(sampled=len(groups), delivered=len(fresh_groups), replayed=len(replayed))
             return SampledBatch(
                 groups=groups,
                 delivery_ids=list(plan.take),
@@ -86,6 +74,15 @@ class MemoryBuffer:
                 stale_dropped=stale_dropped,
                 staleness=[learner_version - g.policy_version for g in groups],
             )
+
+    def _settle_stale(self, stale: list[ScoredGroup]) -> tuple[int, int]:
+        if self.config.stale_policy == "drop":
+            self._counters["stale_dropped"] += len(stale)
+            return 0, len(stale)
+        for group in stale:
+            self._add_to_replay(group)
+        self._counters["stale_moved"] += len(stale)
+        return len(stale), 0
 
     def ack(self, delivery_ids: list[str]) -> int:
         with self._lock:
@@ -117,14 +114,15 @@ class MemoryBuffer:
 
     def stats(self) -> BufferStats:
         with self._lock:
-            histogram = Counter(self._version - group.policy_version for _, group in self._fresh)
+            held = [group for _, group in self._fresh] + list(self._pending.values())
             return BufferStats(
+                depth=len(held),
                 backlog=len(self._fresh),
                 pending=len(self._pending),
                 replay_size=len(self._replay),
                 offline_size=len(self._offline),
                 learner_version=self._version,
-                staleness_histogram=dict(histogram),
+                staleness_histogram=dict(Counter(self._version - group.policy_version for group in held)),
                 counters=dict(self._counters),
             )
 

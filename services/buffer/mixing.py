@@ -14,12 +14,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class FreshCandidate:
+    """A fresh group the buffer could deliver: its delivery id and (oldest) policy version."""
+
     delivery_id: str
     policy_version: int
 
 
 @dataclass(frozen=True)
 class MixPlan:
+    """`take`: fresh delivery ids for the batch, oldest first. `too_stale`: fresh ids beyond the bound,
+    for the buffer to move to replay or drop. `num_replay`: groups to draw from replay/offline."""
+
     take: list[str]
     too_stale: list[str]
     num_replay: int

@@ -1,13 +1,17 @@
 """The experience buffer's seam: what actors and the learner may ask of it, whatever stores the groups.
 
 Semantics shared by every implementation (one test-suite runs against each):
-- `put` appends fresh groups to a stream; each is delivered to the learner exactly once, and stays
-  pending (redelivered after a crash) until `ack`. `put` reports the unconsumed backlog and whether it
-  is at the high-water mark, so actors pause instead of generating data that would go stale.
-- `sample` draws a mixed batch: fresh groups within the staleness bound, the rest from the replay pool
-  (consumed fresh groups) and offline data. Too-stale fresh groups are moved to replay or dropped.
+- `put` appends fresh groups to a stream, once even when a lost reply makes the client retry; each
+  is delivered to the learner exactly once, and stays pending (redelivered after a crash) until
+  `ack`. `put` reports the unconsumed backlog and whether it is at the high-water mark, so actors
+  pause instead of generating data that would go stale.
+- `sample` draws a mixed batch (rules in mixing.py): fresh groups within the staleness bound, the rest
+  from the replay pool (consumed fresh groups) and offline data. Too-stale fresh groups met on the
+  way are moved to replay or dropped, by `stale_policy`.
 - `ack` settles fresh deliveries after the learner step that used them; acked groups join the replay
-  pool, which evicts its oldest groups beyond its capacity.
+  pool, which evicts its oldest groups beyond `replay_capacity`. Acking twice is a no-op.
+- `recover` (a restarted learner calls it; the Redis buffer also does on its first `sample`) hands
+  out again the groups delivered before a crash and never acked.
 """
 
 from dataclasses import dataclass, field
@@ -18,7 +22,8 @@ from services.schemas import ScoredGroup
 
 @dataclass(frozen=True)
 class PutResult:
-    """`backlog` fresh groups are not yet delivered; `paused` means actors should wait."""
+    """`accepted` groups stored; `backlog` fresh groups not yet delivered; `paused` means the backlog
+    is at `high_water` and actors should wait."""
 
     accepted: int
     backlog: int
@@ -27,7 +32,8 @@ class PutResult:
 
 @dataclass(frozen=True)
 class SampledBatch:
-    """A mixed batch. `delivery_ids` are the fresh groups to `ack` after the step that used them."""
+    """A mixed batch: fresh groups first, then replayed ones. `delivery_ids` are the fresh groups to
+    `ack` after the step that used them; `staleness[i] = learner_version - groups[i].policy_version`."""
 
     groups: list[ScoredGroup]
     delivery_ids: list[str]
@@ -44,6 +50,10 @@ class SampledBatch:
 
 @dataclass(frozen=True)
 class BufferStats:
+    """`depth` = fresh groups held (`backlog` undelivered + `pending` delivered, unacked);
+    `staleness_histogram` maps `learner_version - policy_version` -> count over those `depth` groups."""
+
+    depth: int
     backlog: int
     pending: int
     replay_size: int
@@ -54,6 +64,7 @@ class BufferStats:
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "depth": self.depth,
             "backlog": self.backlog,
             "pending": self.pending,
             "replay_size": self.replay_size,
@@ -65,32 +76,41 @@ class BufferStats:
 
 
 COUNTERS = (
-    "put",
+    "put",  # fresh groups accepted
     "put_offline",
-    "delivered",
-    "redelivered",
+    "sampled",  # groups handed to the learner, fresh and replayed
+    "delivered",  # of which fresh
+    "replayed",  # of which from replay/offline
+    "redelivered",  # pending groups handed out again by recover()
     "acked",
-    "replayed",
     "stale_moved",
     "stale_dropped",
-    "evicted",
-    "paused_signals",
-    "connection_retries",
+    "evicted",  # replay groups pushed out by newer ones
+    "paused_signals",  # puts answered with paused=True
+    "connection_retries",  # Redis only, this client's failed attempts since it started
 )
 
 
 class ExperienceBuffer(Protocol):
-    def put(self, groups: list[ScoredGroup]) -> PutResult: ...
+    def put(self, groups: list[ScoredGroup]) -> PutResult:
+        """Append fresh groups; returns once they are stored (in Redis: acknowledged by the server)."""
+        ...
 
-    def put_offline(self, groups: list[ScoredGroup]) -> int: ...
+    def put_offline(self, groups: list[ScoredGroup]) -> int:
+        """Add off-policy groups to the offline pool, all or none; returns how many."""
+        ...
 
-    def recover(self) -> int: ...
+    def sample(self, batch_groups: int, learner_version: int, on_policy_only: bool = False) -> SampledBatch:
+        """Up to `batch_groups` groups mixed by mixing.plan_batch; fewer only when the buffer runs dry."""
+        ...
 
-    def sample(
-        self, batch_groups: int, learner_version: int, on_policy_only: bool = False
-    ) -> SampledBatch: ...
+    def ack(self, delivery_ids: list[str]) -> int:
+        """Settle deliveries after the step that used them; returns how many were still pending."""
+        ...
 
-    def ack(self, delivery_ids: list[str]) -> int: ...
+    def recover(self) -> int:
+        """Queue the groups delivered and never acked (a learner crash) to be sampled first again."""
+        ...
 
     def set_learner_version(self, version: int) -> None: ...
 

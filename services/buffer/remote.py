@@ -1,8 +1,10 @@
 """The memory buffer served from a named Ray actor, so actors and the learner share one instance.
 
 Records cross the process boundary as msgpack bytes (ScoredGroup.to_bytes), not as pickled objects,
-the same as through Redis. The actor outlives a learner crash; the restarted learner calls
-`recover()` to get its unacked deliveries back.
+the same as through Redis. The actor is named after `buffer.namespace` in the Ray namespace "tandem",
+so any process of the cluster finds it whatever namespace its own job uses. It belongs to the
+process that started it (the driver) and so outlives a learner crash; the restarted learner calls
+`recover()` to get its unacked deliveries back. Nothing survives the driver: use `kind: redis` for that.
 """
 
 import ray
@@ -12,9 +14,17 @@ from services.buffer.protocol import BufferStats, PutResult, SampledBatch
 from services.config.buffer import BufferConfig
 from services.schemas import ScoredGroup
 
+RAY_NAMESPACE = "tandem"
+
+
+def actor_name(config: BufferConfig) -> str:
+    return f"buffer:{config.namespace}"
+
 
 @ray.remote(num_cpus=0, max_restarts=0)
 class BufferActor:
+    """Ray's actor model runs one call at a time here, so the MemoryBuffer's lock is uncontended."""
+
     def __init__(self, config_json: str, seed: int):
         self.buffer = MemoryBuffer(BufferConfig.model_validate_json(config_json), seed=seed)
 
@@ -26,7 +36,7 @@ class BufferActor:
 
     def sample(
         self, batch_groups: int, learner_version: int, on_policy_only: bool
-    ) -> tuple[list[bytes], dict]:
+    ) -> tuple[list[bytes], dict[str, object]]:
         batch = self.buffer.sample(batch_groups, learner_version, on_policy_only)
         summary = {
             "delivery_ids": batch.delivery_ids,
@@ -61,13 +71,29 @@ class RemoteBuffer:
         self.handle = handle
 
     @classmethod
-    def start(cls, config: BufferConfig, name: str, seed: int = 0) -> "RemoteBuffer":
-        handle = BufferActor.options(name=name, get_if_exists=True).remote(config.model_dump_json(), seed)
-        return cls(handle)
+    def start(cls, config: BufferConfig, seed: int = 0) -> "RemoteBuffer":
+        """The run's buffer actor, created if it does not exist yet (an existing one keeps its config)."""
+        options = {"name": actor_name(config), "namespace": RAY_NAMESPACE, "get_if_exists": True}
+        return cls(BufferActor.options(**options).remote(config.model_dump_json(), seed))
 
     @classmethod
-    def connect(cls, name: str) -> "RemoteBuffer":
-        return cls(ray.get_actor(name))
+    def connect(cls, config: BufferConfig, ray_address: str | None = None) -> "RemoteBuffer":
+        """The running buffer actor, joining the Ray cluster at `ray_address` ("auto": the local one)
+        when this process is not in one yet (the CLI)."""
+        if not ray.is_initialized():
+            try:
+                ray.init(address=ray_address or "auto", include_dashboard=False, log_to_driver=False)
+            except ConnectionError as error:
+                raise LookupError(
+                    f"no Ray cluster at {ray_address or 'auto'} to find the buffer in: {error}"
+                ) from None
+        try:
+            return cls(ray.get_actor(actor_name(config), namespace=RAY_NAMESPACE))
+        except ValueError:
+            raise LookupError(
+                f"no buffer actor {actor_name(config)!r} in Ray namespace {RAY_NAMESPACE!r}: is a run with "
+                "buffer.kind=memory and this buffer.namespace going?"
+            ) from None
 
     def put(self, groups: list[ScoredGroup]) -> PutResult:
         return ray.get(self.handle.put.remote([group.to_bytes() for group in groups]))

@@ -1,7 +1,14 @@
-"""`tandem ingest FILE.jsonl` (offline data into the buffer) and `tandem buffer stats|reset`."""
+"""`tandem ingest FILE.jsonl` (offline data into the buffer) and `tandem buffer stats`.
+
+Both reach the run's buffer: Redis (`--buffer redis`, `--redis-url` or the config's `buffer.redis_url`)
+or the Ray-served memory buffer of a running run (`--buffer memory`, joining the Ray cluster at
+`--ray-address`, default the local one). Without `--buffer`, `--redis-url` means redis, else the
+config's `buffer.kind` decides. Heavy imports (redis, ray, transformers, httpx) wait for the handler.
+"""
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,83 +21,109 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest.add_argument(
         "file", type=Path, help="JSONL: prompt, completions, rewards (or scored by --reward-url)"
     )
-    ingest.add_argument("--buffer", choices=("redis",), default="redis", help="where to write (Redis)")
-    ingest.add_argument("--redis-url", help="overrides buffer.redis_url")
+    _add_buffer_arguments(ingest)
     ingest.add_argument(
         "--tokenizer", type=Path, help="Hugging Face tokenizer directory for lines without token ids"
     )
     ingest.add_argument("--reward-url", help="reward server base URL, to score lines without rewards")
-    add_config_arguments(ingest, required=False)
     ingest.set_defaults(handler=ingest_file)
 
-    buffer = subparsers.add_parser("buffer", help="inspect the Redis buffer")
+    buffer = subparsers.add_parser("buffer", help="inspect the experience buffer")
     actions = buffer.add_subparsers(dest="buffer_action", required=True, metavar="ACTION")
     stats = actions.add_parser("stats", help="depth, backlog, replay size, staleness histogram, counters")
-    stats.add_argument("--redis-url", help="overrides buffer.redis_url")
+    _add_buffer_arguments(stats)
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    add_config_arguments(stats, required=False)
     stats.set_defaults(handler=show_stats)
 
 
-def _redis_buffer(args: argparse.Namespace) -> Any:
-    from services.buffer.redis_buffer import RedisBuffer
+def _add_buffer_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--buffer", choices=("memory", "redis"), help="overrides buffer.kind")
+    parser.add_argument("--redis-url", help="overrides buffer.redis_url (and implies --buffer redis)")
+    parser.add_argument("--ray-address", help="Ray cluster of the memory buffer (default: auto)")
+    add_config_arguments(parser, required=False)
 
-    overrides = ["buffer.kind=redis", *args.overrides]
+
+def _open_buffer(args: argparse.Namespace) -> tuple[Any, str]:
+    """The run's buffer and a line saying which one it is."""
+    overrides = list(args.overrides)
     if args.redis_url:
         overrides.append(f"buffer.redis_url={args.redis_url}")
-    config = load_config(args.config, overrides)
-    return RedisBuffer(config.buffer, consumer="tandem-cli")
+    config = load_config(args.config, overrides).buffer
+    kind = args.buffer or ("redis" if args.redis_url else config.kind)
+    if kind == "redis":
+        from services.buffer.redis_buffer import RedisBuffer
+
+        return RedisBuffer(config, consumer="tandem-cli"), f"redis {config.redis_url} {config.namespace}:*"
+    from services.buffer.remote import RemoteBuffer, actor_name
+
+    return RemoteBuffer.connect(config, args.ray_address), f"memory buffer actor {actor_name(config)!r}"
 
 
 def ingest_file(args: argparse.Namespace) -> int:
-    from services.buffer.ingest import build_offline_groups, parse_offline_file
+    from services.buffer.ingest import IngestError, build_offline_groups, parse_offline_file
 
-    lines = parse_offline_file(args.file)
-    tokenize = _tokenizer(args.tokenizer) if args.tokenizer else None
-    score = _reward_client(args.reward_url) if args.reward_url else None
-    groups = build_offline_groups(args.file, lines, tokenize, score)
-    buffer = _redis_buffer(args)
-    written = buffer.put_offline(groups)
-    print(f"{args.file}: {written} off-policy groups written to {buffer.keys['offline']}")
+    try:
+        lines = parse_offline_file(args.file)  # the whole file, before anything is opened or written
+        buffer, where = _open_buffer(args)
+        tokenize = _tokenizer(args.tokenizer) if args.tokenizer else None
+        score = _reward_client(args.reward_url) if args.reward_url else None
+        groups = build_offline_groups(lines, tokenize, score)
+    except (IngestError, LookupError) as error:
+        print(f"tandem ingest: {error}", file=sys.stderr)
+        return 2
+    written = buffer.put_offline(groups)  # one transaction (Redis) / one actor call (memory)
+    buffer.close()
+    print(f"{args.file}: {written} off-policy groups written to {where}")
     return 0
 
 
-def _tokenizer(directory: Path):  # type: ignore[no-untyped-def]
+def _tokenizer(directory: Path) -> Any:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(directory)
     return lambda text: list(tokenizer.encode(text, add_special_tokens=False))
 
 
-def _reward_client(base_url: str):  # type: ignore[no-untyped-def]
+def _reward_client(base_url: str) -> Any:
     import httpx
 
-    client = httpx.Client(base_url=base_url, timeout=60)
+    from services.buffer.ingest import IngestError
+
+    client = httpx.Client(base_url=base_url, timeout=120)
 
     def score(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        response = client.post("/v1/score", json={"items": items})
-        response.raise_for_status()
-        return response.json()["results"]
+        try:
+            response = client.post("/v1/score", json={"items": items})
+            response.raise_for_status()
+            return response.json()["results"]
+        except (httpx.HTTPError, ValueError, KeyError) as error:
+            raise IngestError(f"reward server {base_url}/v1/score: {error!r}") from None
 
     return score
 
 
 def show_stats(args: argparse.Namespace) -> int:
-    stats = _redis_buffer(args).stats().as_dict()
+    try:
+        buffer, where = _open_buffer(args)
+    except LookupError as error:
+        print(f"tandem buffer stats: {error}", file=sys.stderr)
+        return 2
+    stats = buffer.stats().as_dict()
+    buffer.close()
     if args.json:
         print(json.dumps(stats, indent=2))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="Tandem buffer", show_header=False)
-    for key in ("backlog", "pending", "replay_size", "offline_size", "learner_version"):
-        table.add_row(key, str(stats[key]))
-    table.add_row(
-        "staleness (versions: groups)",
-        ", ".join(f"{k}: {v}" for k, v in stats["staleness_histogram"].items()) or "-",
-    )  # type: ignore[union-attr]
-    for name, value in stats["counters"].items():  # type: ignore[union-attr]
-        table.add_row(f"counter {name}", str(value))
-    Console().print(table)
+    else:
+        print(render_stats(stats, where))
     return 0
+
+
+def render_stats(stats: dict[str, Any], where: str) -> str:
+    rows = [f"Tandem buffer: {where}"]
+    for key in ("depth", "backlog", "pending", "replay_size", "offline_size", "learner_version"):
+        rows.append(f"  {key:<20} {stats[key]}")
+    histogram = stats["staleness_histogram"]
+    rows.append("  staleness (versions behind: fresh groups)")
+    rows += [f"    {behind:>4}: {count}" for behind, count in histogram.items()] or ["    (no fresh groups)"]
+    rows.append("  counters")
+    rows += [f"    {name:<20} {value}" for name, value in stats["counters"].items()]
+    return "\n".join(rows)

@@ -15,7 +15,8 @@ class BufferConfig(Section):
     """Redis connection URL (for `kind: redis`)."""
 
     namespace: str = Field("tandem", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
-    """Key prefix in Redis, so several runs can share one server."""
+    """Key prefix in Redis, and name of the Ray actor serving the memory buffer, so several runs can
+    share one server or cluster."""
 
     on_policy_fraction: float = Field(0.75, ge=0, le=1)
     """Fraction of each batch's groups drawn from fresh groups within `max_staleness`; the rest from
@@ -33,3 +34,9 @@ class BufferConfig(Section):
 
     high_water: int = Field(64, ge=1)
     """Unconsumed fresh groups at which `put` tells actors to pause."""
+
+    claim_idle_s: float = Field(0.0, ge=0)
+    """Redis: when a learner recovers, it also claims fresh groups delivered to *another* consumer
+    name and unacknowledged for this long (a learner that died and came back under a new name).
+    0 claims only the recovering consumer's own pending groups. Keep it above the longest learner
+    step, or a slow but live learner's groups are handed out twice."""

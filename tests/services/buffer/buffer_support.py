@@ -9,8 +9,7 @@ from pathlib import Path
 
 import redis
 
-from services.buffer import MemoryBuffer
-from services.buffer.redis_buffer import RedisBuffer
+from services.buffer import ExperienceBuffer
 from services.schemas import Sample, ScoredGroup
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
@@ -34,7 +33,7 @@ def make_group(name: str, version: int = 0, samples: int = 2, tokens: int = 3) -
     )
 
 
-BufferFactory = Callable[..., MemoryBuffer | RedisBuffer]
+BufferFactory = Callable[..., ExperienceBuffer]
 
 
 def free_port() -> int:

@@ -1,6 +1,8 @@
-"""One suite, run against the memory and the Redis buffer: the semantics every implementation shares."""
+"""One suite, run against every buffer (memory, Redis, memory behind its Ray actor): the shared semantics."""
 
 from buffer_support import BufferFactory, make_group
+
+from services.buffer.redis_buffer import RedisBuffer
 
 
 def test_fresh_groups_are_delivered_exactly_once_in_order(new_buffer: BufferFactory) -> None:
@@ -18,15 +20,19 @@ def test_unacked_deliveries_come_back_after_recover_acked_ones_do_not(new_buffer
     buffer = new_buffer(on_policy_fraction=1.0)
     buffer.put([make_group("kept"), make_group("lost")])
     batch = buffer.sample(2, learner_version=0)
-    buffer.ack(batch.delivery_ids[:1])  # the step that used "kept" finished; then the learner died
+    assert buffer.ack(batch.delivery_ids[:1]) == 1  # the step that used "kept" finished; then it died
+    assert buffer.ack(batch.delivery_ids[:1]) == 0  # a repeated ack settles nothing
     # Memory: the same object (it lives in a Ray actor that outlives the learner). Redis: a new client
     # with the same consumer name, as a restarted learner process would open.
-    restarted = new_buffer(on_policy_fraction=1.0) if hasattr(buffer, "client") else buffer
+    restarted = new_buffer(on_policy_fraction=1.0) if isinstance(buffer, RedisBuffer) else buffer
     assert restarted.recover() == 1
     again = restarted.sample(2, learner_version=0, on_policy_only=True)
     assert [g.group_id for g in again.groups] == ["lost"]
     restarted.ack(again.delivery_ids)
     assert restarted.recover() == 0
+    stats = restarted.stats()
+    assert (stats.depth, stats.replay_size) == (0, 2)
+    assert (stats.counters["acked"], stats.counters["redelivered"]) == (2, 1)
 
 
 def test_acked_groups_join_the_replay_pool_with_fifo_eviction(new_buffer: BufferFactory) -> None:
@@ -50,6 +56,17 @@ def test_mixing_takes_the_configured_fraction(new_buffer: BufferFactory) -> None
     assert all(g.group_id.startswith("new") for g in batch.groups[:4])
     assert all(g.group_id.startswith("old") for g in batch.groups[4:])
     assert batch.staleness[:4] == [0, 0, 0, 0] and batch.staleness[4:] == [3, 3, 3, 3]
+    assert len({g.group_id for g in batch.groups}) == 8  # replay draws without replacement
+
+
+def test_when_one_side_is_short_the_other_fills_in(new_buffer: BufferFactory) -> None:
+    buffer = new_buffer(on_policy_fraction=0.5, max_staleness=10)
+    buffer.put([make_group(f"new{i}") for i in range(6)])
+    only_fresh = buffer.sample(4, learner_version=0)  # nothing to replay yet: all fresh
+    assert (only_fresh.num_fresh, only_fresh.num_replayed) == (4, 0)
+    buffer.put_offline([make_group(f"old{i}") for i in range(10)])
+    short_fresh = buffer.sample(6, learner_version=0)  # 2 fresh left of the 3 wanted: replay gives 4
+    assert (short_fresh.num_fresh, short_fresh.num_replayed) == (2, 4)
 
 
 def test_too_stale_groups_move_to_replay_or_are_dropped(new_buffer: BufferFactory) -> None:
@@ -57,15 +74,16 @@ def test_too_stale_groups_move_to_replay_or_are_dropped(new_buffer: BufferFactor
         buffer = new_buffer(
             on_policy_fraction=1.0, max_staleness=1, stale_policy=policy, consumer=f"c-{policy}"
         )
-        before = buffer.stats().counters  # redis: both rounds share one namespace and its counters
+        before = buffer.stats()  # redis: both rounds share one namespace and its counters
         buffer.put([make_group(f"{policy}-old{i}", version=0) for i in range(2)])
         buffer.put([make_group(f"{policy}-new", version=4)])
         batch = buffer.sample(3, learner_version=4, on_policy_only=True)
         assert [g.group_id for g in batch.groups] == [f"{policy}-new"]
         assert (batch.stale_moved, batch.stale_dropped) == (moved, dropped)
-        after = buffer.stats().counters
-        assert after["stale_moved"] - before["stale_moved"] == moved
-        assert after["stale_dropped"] - before["stale_dropped"] == dropped
+        after = buffer.stats()
+        assert after.counters["stale_moved"] - before.counters["stale_moved"] == moved
+        assert after.counters["stale_dropped"] - before.counters["stale_dropped"] == dropped
+        assert after.replay_size - before.replay_size == moved
 
 
 def test_on_policy_only_never_uses_replay(new_buffer: BufferFactory) -> None:
@@ -82,7 +100,8 @@ def test_high_water_tells_actors_to_pause(new_buffer: BufferFactory) -> None:
     result = buffer.put([make_group("c")])
     assert result.paused is True and result.backlog == 3
     buffer.sample(2, learner_version=0)  # delivered: no longer backlog
-    assert buffer.put([make_group("d")]).paused is False
+    resumed = buffer.put([make_group("d")])
+    assert resumed.paused is False and resumed.backlog == 2
     assert buffer.stats().counters["paused_signals"] == 1
 
 
@@ -92,11 +111,10 @@ def test_stats_and_learner_version(new_buffer: BufferFactory) -> None:
     assert buffer.learner_version() == 7
     buffer.put([make_group("v5", version=5), make_group("v7", version=7), make_group("v7b", version=7)])
     buffer.put_offline([make_group("off")])
-    buffer.sample(1, learner_version=7)
+    buffer.sample(1, learner_version=7)  # v5: pending, still held
     stats = buffer.stats()
-    assert (stats.backlog, stats.pending, stats.offline_size) == (2, 1, 1)
+    assert (stats.depth, stats.backlog, stats.pending, stats.offline_size) == (3, 2, 1, 1)
     assert stats.learner_version == 7
-    assert sum(stats.staleness_histogram.values()) >= 2 and stats.staleness_histogram.get(0, 0) >= 2
-    assert (
-        stats.counters["put"] == 3 and stats.counters["put_offline"] == 1 and stats.counters["delivered"] == 1
-    )
+    assert stats.staleness_histogram == {2: 1, 0: 2}
+    counts = stats.counters
+    assert (counts["put"], counts["put_offline"], counts["delivered"], counts["sampled"]) == (3, 1, 1, 1)

@@ -1,5 +1,7 @@
 """The pure mixing rule: fractions, the staleness bound, filling in, on-policy-only batches."""
 
+import random
+
 import pytest
 
 from services.buffer.mixing import FreshCandidate, plan_batch
@@ -81,3 +83,48 @@ def test_bad_arguments() -> None:
         plan_batch([], 0, 0, 0, 0.5, 1)
     with pytest.raises(ValueError, match="on_policy_fraction"):
         plan_batch([], 0, 1, 0, 1.5, 1)
+
+
+def test_fraction_rounds_to_the_nearest_group() -> None:
+    # 0.75 * 5 = 3.75 -> 4 fresh, 1 replayed; 0.3 * 5 = 1.5 -> 2 (round half to even), 3 replayed.
+    three_quarters = plan_batch(fresh(*[0] * 9), 9, 5, 0, 0.75, 0)
+    assert (len(three_quarters.take), three_quarters.num_replay) == (4, 1)
+    three_tenths = plan_batch(fresh(*[0] * 9), 9, 5, 0, 0.3, 0)
+    assert (len(three_tenths.take), three_tenths.num_replay) == (2, 3)
+
+
+def reference_plan(
+    versions: list[int], replay: int, batch: int, learner: int, fraction: float, bound: int
+) -> tuple[list[int], list[int], int]:
+    """The rule written as plain loops: indices taken, indices too stale, replay count."""
+    usable, stale = [], []
+    for index, version in enumerate(versions):
+        if learner - version <= bound:
+            usable.append(index)
+        else:
+            stale.append(index)
+    fresh_count = min(round(fraction * batch), len(usable))
+    replay_count = min(batch - fresh_count, replay)
+    while fresh_count + replay_count < batch and fresh_count < len(usable):
+        fresh_count += 1  # replay was short: fresh fills in
+    return usable[:fresh_count], stale, replay_count
+
+
+def test_matches_a_plain_loop_reference_on_random_cases() -> None:
+    rng = random.Random(0)
+    for _ in range(2000):
+        versions = [rng.randint(0, 6) for _ in range(rng.randint(0, 10))]
+        args = (
+            rng.randint(0, 8),
+            rng.randint(1, 8),
+            6,
+            rng.choice([0.0, 0.25, 0.5, 0.75, 1.0]),
+            rng.randint(0, 3),
+        )
+        plan = plan_batch(fresh(*versions), *args)
+        taken, stale, replay = reference_plan(versions, *args)
+        assert plan.take == [f"f{i}" for i in taken] and plan.too_stale == [f"f{i}" for i in stale]
+        assert plan.num_replay == replay
+        # Never more than asked, and never short while either side still has groups.
+        usable = len(versions) - len(stale)
+        assert len(plan.take) + plan.num_replay == min(args[1], usable + args[0])

@@ -1,0 +1,50 @@
+"""Lua for the Redis buffer's ack: atomic, and safe to retry (no redis import here).
+
+redis-py retries a command whose connection dropped; if Redis had already applied a plain
+XACK + LPUSH, the retry would put the group into the replay pool twice. SETTLE moves an entry only
+if XACK reports it was still pending, so the retry finds it settled and does nothing. Scripts run
+atomically and are AOF-logged as their effects, so a crash never leaves half of one.
+
+The replay pool is a list of stream entry ids, not copies: an acked entry stays in the stream until
+evicted, so no payload crosses Lua (turning a 30 KB reply into a Lua string costs ~50 us per group,
+more than the rest of an ack). Invariant: stream = fresh (undelivered + pending) + replay ids, so
+backlog = XLEN - pending - LLEN(replay).
+"""
+
+# KEYS: fresh stream, replay id list (newest first), counters hash, versions hash
+# ARGV: consumer group, to_replay (1/0), replay capacity, counter name, then (delivery id, version)...
+# A version of '' means the caller does not know it (it did not read that entry): read it here.
+# Acks the ids still pending; their entries join replay (by id) or are deleted; replay beyond
+# capacity loses its oldest ids, and their entries. Returns {settled, evicted}.
+SETTLE = """
+local settled, evicted = 0, 0
+local capacity = tonumber(ARGV[3])
+for i = 5, #ARGV, 2 do
+  local id, version = ARGV[i], ARGV[i + 1]
+  if version == '' then
+    local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
+    if entry then
+      for j = 1, #entry[2], 2 do
+        if entry[2][j] == 'pv' then version = entry[2][j + 1] end
+      end
+    end
+  end
+  if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 and version ~= '' then
+    settled = settled + 1
+    if redis.call('HINCRBY', KEYS[4], version, -1) <= 0 then redis.call('HDEL', KEYS[4], version) end
+    if ARGV[2] == '1' and capacity > 0 then
+      redis.call('LPUSH', KEYS[2], id)
+    else
+      redis.call('XDEL', KEYS[1], id)
+      if ARGV[2] == '1' then evicted = evicted + 1 end
+    end
+  end
+end
+while redis.call('LLEN', KEYS[2]) > capacity do
+  redis.call('XDEL', KEYS[1], redis.call('RPOP', KEYS[2]))
+  evicted = evicted + 1
+end
+if settled > 0 then redis.call('HINCRBY', KEYS[3], ARGV[4], settled) end
+if evicted > 0 then redis.call('HINCRBY', KEYS[3], 'evicted', evicted) end
+return {settled, evicted}
+"""
