@@ -8,9 +8,9 @@ folded into them), because the learner compares them with its own forward pass.
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from actors.sampling import PromptRequest, SamplingSettings
 from actors.weight_receiver import EXTENSION_QUALNAME
 from services.schemas import Sample
 from services.weight_sync.manifest import PublishedWeights, WeightManifest, WeightSyncError
@@ -22,33 +22,24 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 from vllm import LLM, SamplingParams
 
 
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How completions are sampled; `seed` makes a call reproducible on the same weights."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 16
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-
-@dataclass(frozen=True)
-class PromptRequest:
-    prompt_id: str
-    prompt: str
-
-
 class GenerationEngine:
     """One vLLM engine for one model directory, generating n samples per prompt with log-probs."""
 
-    def __init__(self, model_path: Path, dtype: str = "float32", seed: int = 0, max_model_len: int = 128):
+    def __init__(
+        self,
+        model_path: Path,
+        dtype: str = "float32",
+        seed: int = 0,
+        max_model_len: int = 128,
+        tensor_parallel_size: int = 1,
+    ):
         self.model_path = Path(model_path)
         self.llm = LLM(
             model=str(self.model_path),
             dtype=dtype,
             seed=seed,
             max_model_len=max_model_len,
+            tensor_parallel_size=tensor_parallel_size,
             enforce_eager=True,
             logprobs_mode="raw_logprobs",
             worker_extension_cls=EXTENSION_QUALNAME,

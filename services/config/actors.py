@@ -47,3 +47,17 @@ class ActorsConfig(Section):
 
     max_restarts: int = Field(3, ge=-1)
     """How often Ray restarts a dead actor (-1: without limit)."""
+
+    reward_batch_size: int = Field(64, ge=1)
+    """Items per `/v1/score` request from an actor's reward client."""
+
+    reward_concurrency: int = Field(4, ge=1)
+    """Scoring requests one actor keeps in flight at once."""
+
+    reward_item_retries: int = Field(1, ge=0)
+    """Times the items whose reward failed are scored again before their group is dead-lettered
+    (`<run_dir>/dead_letter/<actor>.jsonl`) instead of pushed."""
+
+    pause_s: float = Field(0.5, gt=0)
+    """How long an actor waits before checking again while the buffer's backlog is at its high-water
+    mark or its weights are more than `buffer.max_staleness` versions behind the learner."""

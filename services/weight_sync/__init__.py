@@ -5,6 +5,10 @@ checksums, so what an actor loads can be checked against what the learner publis
 transport ever unpickles tensors.
 """
 
+from pathlib import Path
+
+from services.config.run import RunConfig
+from services.config.weight_sync import WeightSyncConfig
 from services.weight_sync.manifest import (
     PublishedWeights,
     WeightManifest,
@@ -14,6 +18,33 @@ from services.weight_sync.manifest import (
 )
 from services.weight_sync.protocol import WeightPublisher, WeightSubscriber
 
+
+def weights_directory(config: WeightSyncConfig, run: RunConfig) -> Path:
+    return config.directory if config.directory is not None else run.run_dir / "weights"
+
+
+def open_publisher(config: WeightSyncConfig, run: RunConfig) -> WeightPublisher:
+    """The learner's side of the configured transport (`ray` needs Ray initialised)."""
+    if config.transport == "ray":
+        from services.weight_sync.ray_transport import RayPublisher
+
+        return RayPublisher(run.name)
+    from services.weight_sync.filesystem import FilesystemPublisher
+
+    return FilesystemPublisher(weights_directory(config, run), config.keep_versions)
+
+
+def open_subscriber(config: WeightSyncConfig, run: RunConfig) -> WeightSubscriber:
+    """The actors' side of the configured transport."""
+    if config.transport == "ray":
+        from services.weight_sync.ray_transport import RaySubscriber
+
+        return RaySubscriber(run.name)
+    from services.weight_sync.filesystem import FilesystemSubscriber
+
+    return FilesystemSubscriber(weights_directory(config, run))
+
+
 __all__ = [
     "PublishedWeights",
     "WeightManifest",
@@ -22,4 +53,7 @@ __all__ = [
     "WeightSyncError",
     "decode_weights",
     "encode_weights",
+    "open_publisher",
+    "open_subscriber",
+    "weights_directory",
 ]

@@ -62,14 +62,29 @@ class RayPublisher:
 
 
 class RaySubscriber:
+    """Finds the store lazily: an actor may start before the learner has published anything."""
+
     def __init__(self, run_name: str):
-        self.store = weight_store(run_name, create=False)
+        self.run_name = run_name
+        self.store: ray.actor.ActorHandle | None = None
+
+    def _store(self) -> ray.actor.ActorHandle | None:
+        if self.store is None:
+            try:
+                self.store = weight_store(self.run_name, create=False)
+            except WeightSyncError:
+                return None
+        return self.store
 
     def latest_version(self) -> int | None:
-        return ray.get(self.store.latest_version.remote())
+        store = self._store()
+        return None if store is None else ray.get(store.latest_version.remote())
 
     def latest(self) -> PublishedWeights | None:
-        found = ray.get(self.store.latest.remote())
+        store = self._store()
+        if store is None:
+            return None
+        found = ray.get(store.latest.remote())
         if found is None:
             return None
         version, manifest_json, (blob_ref,) = found

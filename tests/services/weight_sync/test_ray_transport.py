@@ -8,7 +8,7 @@ import ray.cloudpickle
 import torch
 
 from services.weight_sync import WeightSyncError, decode_weights
-from services.weight_sync.ray_transport import RayPublisher, RaySubscriber
+from services.weight_sync.ray_transport import RayPublisher, RaySubscriber, weight_store
 
 # Test modules are not importable on Ray workers; ship this module's functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -25,9 +25,14 @@ def weights(value: float) -> dict[str, torch.Tensor]:
     return {"layer.weight": torch.full((3, 3), value), "layer.bias": torch.arange(3, dtype=torch.float32)}
 
 
-def test_subscriber_before_any_learner_is_a_clear_error(ray_runtime) -> None:  # type: ignore[no-untyped-def]
+def test_subscriber_before_any_learner_sees_nothing_then_finds_the_store(ray_runtime) -> None:  # type: ignore[no-untyped-def]
+    # An actor may start before the learner: it sees no version yet, then finds the store once created.
+    subscriber = RaySubscriber("late-learner")
+    assert subscriber.latest_version() is None and subscriber.latest() is None
     with pytest.raises(WeightSyncError, match="has the learner started"):
-        RaySubscriber("never-started")
+        weight_store("late-learner", create=False)
+    RayPublisher("late-learner").publish(weights(1.0), version=0)
+    assert subscriber.latest_version() == 0
 
 
 def test_publish_then_fetch_latest_verified(ray_runtime) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,124 @@
+"""`Generator`: one generation actor's process, built from the config tree (the pool runs it under Ray).
+
+It owns a vLLM engine, its shard of the prompts, a reward client on a background event loop, the
+buffer and the weight subscriber. On construction it catches up to the newest published weights
+before anything is generated, so an actor that Ray restarted never produces samples from the
+initial (or any outdated) weights it booted with.
+"""
+
+import logging
+import threading
+from concurrent.futures import Future
+
+from actors.dead_letter import DeadLetterFile
+from actors.event_loop import BackgroundLoop
+from actors.reward_client import RewardClient, RewardItem, RewardOutcome
+from actors.rollout import RolloutSettings, RolloutWorker, StepOutcome
+from actors.sampling import SamplingSettings
+from services.buffer import open_buffer
+from services.config import TandemConfig
+from services.prompts.file_source import FilePromptSource
+from services.weight_sync import open_subscriber
+
+log = logging.getLogger(__name__)
+
+
+class LoopScoring:
+    """The rollout loop's `Scoring`: reward calls submitted to a client on a background loop."""
+
+    def __init__(self, client: RewardClient, loop: BackgroundLoop) -> None:
+        self.client = client
+        self.loop = loop
+
+    def submit(self, items: list[RewardItem]) -> "Future[list[RewardOutcome]]":
+        return self.loop.submit(self.client.score(items))
+
+
+def actor_id(run_name: str, index: int) -> str:
+    return f"{run_name}-actor-{index}"
+
+
+class Generator:
+    def __init__(self, config: TandemConfig, index: int, shared_buffer: bool = True) -> None:
+        from actors.engine import GenerationEngine
+
+        if config.reward.url is None:
+            raise ValueError("reward.url is not set: the actors need a running reward server to score")
+        self.config = config
+        self.actor_id = actor_id(config.run.name, index)
+        actors = config.actors
+        self.engine = GenerationEngine(
+            config.model.path,
+            dtype=config.model.dtype,
+            seed=config.run.seed + index,
+            max_model_len=config.model.max_prompt_tokens + actors.max_tokens,
+            tensor_parallel_size=actors.tensor_parallel_size,
+        )
+        self.loop = BackgroundLoop()
+        self.client = RewardClient(
+            config.reward.url,
+            token=config.reward.auth_token,
+            timeout_s=config.reward.client_timeout_s,
+            retries=config.reward.client_retries,
+            batch_size=actors.reward_batch_size,
+            max_concurrency=actors.reward_concurrency,
+        )
+        prompts = FilePromptSource.from_file(
+            actors.train_prompts, seed=config.run.seed, shard_index=index, num_shards=actors.num_actors
+        )
+        run_dir = config.run.run_dir
+        self.worker = RolloutWorker(
+            engine=self.engine,
+            prompts=prompts,
+            scoring=LoopScoring(self.client, self.loop),
+            buffer=open_buffer(config.buffer, shared=shared_buffer),
+            subscriber=open_subscriber(config.weight_sync, config.run),
+            dead_letters=DeadLetterFile(run_dir / "dead_letter", self.actor_id),
+            settings=RolloutSettings(
+                actor_id=self.actor_id,
+                n_samples=actors.n_samples,
+                prompts_per_batch=actors.prompts_per_batch,
+                sampling=SamplingSettings(
+                    temperature=actors.temperature,
+                    top_p=actors.top_p,
+                    max_tokens=actors.max_tokens,
+                    stop=tuple(actors.stop),
+                ),
+                max_staleness=config.buffer.max_staleness,
+                high_water=config.buffer.high_water,
+                item_retries=actors.reward_item_retries,
+                pause_s=actors.pause_s,
+            ),
+            cursor_file=run_dir / "actors" / f"{self.actor_id}.cursor.json",
+        )
+        self._stop = threading.Event()
+        self.worker.sync_weights()
+
+    def ready(self) -> dict[str, object]:
+        """Answered once construction (engine start, weight catch-up) is done."""
+        return {"actor_id": self.actor_id, "policy_version": self.engine.policy_version}
+
+    def run(self, max_batches: int | None = None) -> dict[str, object]:
+        """Generate until `stop()` (or `max_batches` generated batches); returns the final stats."""
+        self._stop.clear()
+        generated = 0
+        while not self._stop.is_set() and (max_batches is None or generated < max_batches):
+            outcome: StepOutcome = self.worker.step()
+            generated += outcome == "generated"
+        self.worker.drain()
+        return self.stats()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def stats(self) -> dict[str, object]:
+        stats: dict[str, object] = dict(self.worker.stats.as_dict())
+        stats["actor_id"] = self.actor_id
+        stats["policy_version"] = self.engine.policy_version
+        stats["reward_client"] = vars(self.client.stats).copy()
+        return stats
+
+    def close(self) -> None:
+        self.stop()
+        self.loop.run(self.client.aclose())
+        self.loop.close()

@@ -1,0 +1,283 @@
+"""The rollout loop of one generation actor: prompts -> n samples each -> rewards -> ScoredGroups -> buffer.
+
+One `step` is one batch of prompts. Scoring is pipelined one batch deep: batch k's reward call runs
+on a background event loop while batch k+1 generates, so the reward server's latency hides behind
+generation. Between batches the worker picks up newly published weights, and it pauses instead of
+generating while the buffer's fresh backlog is at its high-water mark or while its weights are more
+than `max_staleness` versions behind the learner (what it made would only be dropped as stale).
+
+Failures are explicit: items whose reward failed are scored again `item_retries` times; a group
+that still has a failed sample is not pushed but written to the dead-letter file with the reasons.
+The prompt cursor is saved after each pushed batch, so a restarted actor continues its shard.
+"""
+
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from actors.dead_letter import DeadLetterFile, FailedSample
+from actors.reward_client import RewardItem, RewardOutcome
+from actors.sampling import PromptRequest, SamplingSettings
+from services.buffer import ExperienceBuffer
+from services.prompts.file_source import FilePromptSource, PromptCursor
+from services.prompts.record import PromptRecord
+from services.schemas import Sample, ScoredGroup
+from services.weight_sync import WeightSubscriber
+
+log = logging.getLogger(__name__)
+
+StepOutcome = Literal["generated", "backpressure", "stale_weights"]
+
+
+class Engine(Protocol):
+    """What the loop needs of actors.engine.GenerationEngine."""
+
+    policy_version: int | None
+
+    def generate(
+        self, requests: Sequence[PromptRequest], n: int, sampling: SamplingSettings, actor_id: str
+    ) -> list[list[Sample]]: ...
+
+    def load_weights(self, published: object) -> int: ...
+
+
+class Scoring(Protocol):
+    """Starts a reward call for `items` and returns at once; the future gives one outcome per item."""
+
+    def submit(self, items: list[RewardItem]) -> "Future[list[RewardOutcome]]": ...
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    actor_id: str
+    n_samples: int
+    prompts_per_batch: int
+    sampling: SamplingSettings
+    max_staleness: int
+    high_water: int
+    item_retries: int = 1
+    pause_s: float = 0.5
+
+
+@dataclass
+class RolloutStats:
+    policy_version: int | None = None
+    batches: int = 0
+    groups_pushed: int = 0
+    groups_dead_lettered: int = 0
+    samples_generated: int = 0
+    tokens_generated: int = 0
+    generate_seconds: float = 0.0
+    items_failed: int = 0
+    items_rescored: int = 0
+    weight_loads: int = 0
+    pauses_backpressure: int = 0
+    pauses_stale: int = 0
+    reward_sum: float = 0.0
+    rewards_counted: int = 0
+    started_at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        stats = asdict(self)
+        elapsed = max(time.time() - self.started_at, 1e-9)
+        stats["generate_tokens_per_s"] = self.tokens_generated / max(self.generate_seconds, 1e-9)
+        stats["tokens_per_s"] = self.tokens_generated / elapsed
+        stats["reward_mean"] = self.reward_sum / self.rewards_counted if self.rewards_counted else None
+        return stats
+
+
+@dataclass
+class PendingBatch:
+    prompts: list[PromptRecord]
+    samples: list[list[Sample]]
+    outcomes: "Future[list[RewardOutcome]]"
+    cursor_after: PromptCursor
+
+
+class RolloutWorker:
+    def __init__(
+        self,
+        engine: Engine,
+        prompts: FilePromptSource,
+        scoring: Scoring,
+        buffer: ExperienceBuffer,
+        subscriber: WeightSubscriber,
+        dead_letters: DeadLetterFile,
+        settings: RolloutSettings,
+        cursor_file: Path | None = None,
+    ) -> None:
+        self.engine = engine
+        self.prompts = prompts
+        self.scoring = scoring
+        self.buffer = buffer
+        self.subscriber = subscriber
+        self.dead_letters = dead_letters
+        self.settings = settings
+        self.cursor_file = cursor_file
+        self.stats = RolloutStats(policy_version=engine.policy_version)
+        self._pending: PendingBatch | None = None
+        self._backpressure = False
+        if cursor_file is not None and cursor_file.is_file():
+            prompts.cursor = PromptCursor.from_dict(json.loads(cursor_file.read_text()))
+            log.info("%s resumes its prompts at %s", settings.actor_id, prompts.cursor)
+
+    def sync_weights(self) -> bool:
+        """Load the newest published weights if they are newer than the engine's; True if loaded.
+
+        A failed or mismatching load raises (WeightSyncError): generating on unknown weights and
+        stamping them with a version would poison the buffer, so the actor stops instead."""
+        latest = self.subscriber.latest_version()
+        current = self.engine.policy_version
+        if latest is None or (current is not None and latest <= current):
+            return False
+        published = self.subscriber.latest()
+        if published is None:
+            return False
+        self.stats.policy_version = self.engine.load_weights(published)
+        self.stats.weight_loads += 1
+        log.info("%s loaded weights v%s", self.settings.actor_id, self.stats.policy_version)
+        return True
+
+    def step(self) -> StepOutcome:
+        self.sync_weights()
+        gate = self._gate()
+        if gate is not None:
+            self.drain()
+            time.sleep(self.settings.pause_s)
+            return gate
+        records = self.prompts.next_batch(self.settings.prompts_per_batch)
+        cursor_after = self.prompts.cursor
+        started = time.perf_counter()
+        samples = self.engine.generate(
+            [_request(record) for record in records],
+            n=self.settings.n_samples,
+            sampling=self.settings.sampling,
+            actor_id=self.settings.actor_id,
+        )
+        self.stats.generate_seconds += time.perf_counter() - started
+        flat = [sample for group in samples for sample in group]
+        self.stats.samples_generated += len(flat)
+        self.stats.tokens_generated += sum(len(s.completion_token_ids) for s in flat)
+        items = _items(records, samples)
+        pending = PendingBatch(records, samples, self.scoring.submit(items), cursor_after)
+        # Finish the previous batch only now: its reward call ran while this batch generated.
+        self.drain()
+        self._pending = pending
+        self.stats.batches += 1
+        return "generated"
+
+    def drain(self) -> None:
+        """Wait for the batch in flight, then push its groups (or dead-letter them)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._finish(pending)
+
+    def _gate(self) -> StepOutcome | None:
+        version = self.engine.policy_version
+        if version is not None and self.buffer.learner_version() - version > self.settings.max_staleness:
+            self.stats.pauses_stale += 1
+            return "stale_weights"
+        if self._backpressure:
+            if self.buffer.stats().backlog >= self.settings.high_water:
+                self.stats.pauses_backpressure += 1
+                return "backpressure"
+            self._backpressure = False
+        return None
+
+    def _finish(self, batch: PendingBatch) -> None:
+        outcomes = self._rescore_failed(batch, batch.outcomes.result())
+        good: list[ScoredGroup] = []
+        cursor = 0
+        for record, group in zip(batch.prompts, batch.samples, strict=True):
+            group_outcomes = outcomes[cursor : cursor + len(group)]
+            cursor += len(group)
+            group_id = f"{self.settings.actor_id}-{uuid.uuid4().hex[:16]}"
+            if all(outcome.status == "ok" for outcome in group_outcomes):
+                good.append(_scored_group(group_id, record, group, group_outcomes))
+            else:
+                self._dead_letter(group_id, record, group, group_outcomes)
+        if good:
+            result = self.buffer.put(good)
+            self._backpressure = result.paused
+            self.stats.groups_pushed += len(good)
+            for group in good:
+                self.stats.reward_sum += sum(r for r in group.rewards if r is not None)
+                self.stats.rewards_counted += len(group.rewards)
+        self._save_cursor(batch.cursor_after)
+
+    def _rescore_failed(self, batch: PendingBatch, outcomes: list[RewardOutcome]) -> list[RewardOutcome]:
+        outcomes = list(outcomes)
+        items = _items(batch.prompts, batch.samples)
+        for _ in range(self.settings.item_retries):
+            failed = [index for index, outcome in enumerate(outcomes) if outcome.status != "ok"]
+            if not failed:
+                break
+            self.stats.items_rescored += len(failed)
+            retried = self.scoring.submit([items[index] for index in failed]).result()
+            for index, outcome in zip(failed, retried, strict=True):
+                outcomes[index] = outcome
+        self.stats.items_failed += sum(outcome.status != "ok" for outcome in outcomes)
+        return outcomes
+
+    def _dead_letter(
+        self, group_id: str, record: PromptRecord, group: list[Sample], outcomes: list[RewardOutcome]
+    ) -> None:
+        errors = sorted({outcome.error or outcome.status for outcome in outcomes if outcome.status != "ok"})
+        reason = (
+            f"{sum(o.status != 'ok' for o in outcomes)} of {len(outcomes)} rewards failed after "
+            f"{self.settings.item_retries} re-scoring attempt(s): " + "; ".join(errors)[:2000]
+        )
+        self.dead_letters.write(
+            group_id,
+            record.prompt,
+            record.reference,
+            record.tests,
+            [FailedSample(s, o.status, o.error, o.reward) for s, o in zip(group, outcomes, strict=True)],
+            reason,
+        )
+        self.stats.groups_dead_lettered += 1
+        log.warning("%s dead-lettered group %s: %s", self.settings.actor_id, group_id, reason)
+
+    def _save_cursor(self, cursor: PromptCursor) -> None:
+        if self.cursor_file is None:
+            return
+        self.cursor_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.cursor_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(cursor.to_dict()))
+        os.replace(temporary, self.cursor_file)
+
+
+def _request(record: PromptRecord) -> PromptRequest:
+    return PromptRequest(record.prompt_id, record.prompt)
+
+
+def _items(records: list[PromptRecord], samples: list[list[Sample]]) -> list[RewardItem]:
+    """One reward item per sample, flattened prompt by prompt."""
+    return [
+        RewardItem(record.prompt, sample.completion_text, record.reference, record.tests, record.metadata)
+        for record, group in zip(records, samples, strict=True)
+        for sample in group
+    ]
+
+
+def _scored_group(
+    group_id: str, record: PromptRecord, group: list[Sample], outcomes: list[RewardOutcome]
+) -> ScoredGroup:
+    return ScoredGroup(
+        group_id=group_id,
+        prompt=record.prompt,
+        prompt_token_ids=group[0].prompt_token_ids,
+        samples=group,
+        rewards=[outcome.reward for outcome in outcomes],
+        reward_status=[outcome.status for outcome in outcomes],
+        reward_details=[outcome.scores for outcome in outcomes],
+        source="online",
+        reference=record.reference,
+    )

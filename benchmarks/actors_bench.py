@@ -1,0 +1,117 @@
+"""Actor pool throughput against raw vLLM, side by side in one run.
+
+Baseline: `vllm.LLM.generate` in this process on the same model, prompts and sampling (n samples per
+prompt, the sampled token's log-prob). Measured: a one-actor `GeneratorPool` (Ray actor, vLLM engine,
+reward client scoring through the real reward server over HTTP, groups pushed to the Ray-served
+buffer). Repeats alternate the two; the figure is the ratio of median completion tokens/s
+(target >= 0.9: the actor's bookkeeping, scoring and pushing must hide behind generation).
+
+    .venv/bin/python benchmarks/actors_bench.py --batches 6 --repeats 3
+"""
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, default=Path("models/tiny-arith"))
+    parser.add_argument("--batches", type=int, default=6, help="batches of prompts per measurement")
+    parser.add_argument("--prompts-per-batch", type=int, default=32)
+    parser.add_argument("--n-samples", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    import ray
+    from vllm import LLM, SamplingParams
+
+    from actors.pool import GeneratorPool
+    from reward_server.app import create_app
+    from services.buffer.remote import RemoteBuffer
+    from services.config import TandemConfig
+    from services.embedded_server import serve
+    from services.prompts.file_source import FilePromptSource
+
+    scorer = {"name": "exact_match", "type": "exact_match", "pattern": r"^\s*(-?\d+)"}
+    run_dir = Path(tempfile.mkdtemp(prefix="tandem-actors-bench-"))
+    ray.init(num_cpus=2, include_dashboard=False, namespace="tandem", log_to_driver=False)
+    with serve(create_app(TandemConfig.model_validate({"reward": {"scorers": [scorer]}}).reward)) as url:
+        config = TandemConfig.model_validate(
+            {
+                "run": {"name": "bench", "run_dir": str(run_dir)},
+                "model": {"path": str(args.model)},
+                "actors": {
+                    "n_samples": args.n_samples,
+                    "prompts_per_batch": args.prompts_per_batch,
+                    "max_tokens": args.max_tokens,
+                    "train_prompts": str(args.model / "prompts" / "train.jsonl"),
+                },
+                "reward": {"url": url, "scorers": [scorer]},
+                # A backlog bound the benchmark never reaches: it measures generation, not pausing.
+                "buffer": {"high_water": 100_000},
+                "weight_sync": {"transport": "filesystem"},
+            }
+        )
+        buffer = RemoteBuffer.start(config.buffer)
+        pool = GeneratorPool(config)
+        pool.wait_ready()
+        llm = LLM(
+            model=str(args.model),
+            dtype="float32",
+            max_model_len=config.model.max_prompt_tokens + 8,
+            enforce_eager=True,
+            logprobs_mode="raw_logprobs",
+            seed=1,
+        )
+        params = SamplingParams(n=args.n_samples, temperature=1.0, max_tokens=args.max_tokens, logprobs=0)
+        prompts = FilePromptSource.from_file(config.actors.train_prompts, seed=7)
+
+        def raw_tokens_per_s() -> float:
+            started, tokens = time.perf_counter(), 0
+            for _ in range(args.batches):
+                batch = [record.prompt for record in prompts.next_batch(args.prompts_per_batch)]
+                outputs = llm.generate(batch, params, use_tqdm=False)
+                tokens += sum(len(c.token_ids) for output in outputs for c in output.outputs)
+            return tokens / (time.perf_counter() - started)
+
+        def pool_tokens_per_s() -> float:
+            before = pool.stats()[0]["tokens_generated"]
+            started = time.perf_counter()
+            pool.start(max_batches=args.batches)
+            while pool.running():
+                pool.supervise(timeout_s=0.2)
+            elapsed = time.perf_counter() - started
+            tokens = pool.final_stats[0]["tokens_generated"] - before  # type: ignore[operator]
+            batch = buffer.sample(100_000, learner_version=0)
+            buffer.ack(batch.delivery_ids)  # keep the buffer small between repeats
+            return tokens / elapsed
+
+        raw_tokens_per_s(), pool_tokens_per_s()  # warm both (first-call compilation, connections)
+        raw, pooled = [], []
+        for _ in range(args.repeats):
+            raw.append(raw_tokens_per_s())
+            pooled.append(pool_tokens_per_s())
+        pool.stop()
+        pool.shutdown()
+    ray.shutdown()
+    raw_median, pool_median = statistics.median(raw), statistics.median(pooled)
+    print(f"raw vllm.LLM.generate: {raw_median:9.0f} tokens/s  runs {[round(x) for x in raw]}")
+    print(
+        f"GeneratorPool, 1 actor, scored + pushed: {pool_median:9.0f} tokens/s  "
+        f"runs {[round(x) for x in pooled]}"
+    )
+    print(f"ratio pool / raw = {pool_median / raw_median:.2f}  (target >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()

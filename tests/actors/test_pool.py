@@ -1,0 +1,77 @@
+"""The Ray pool with a real vLLM actor: it pushes groups to the Ray-served buffer, and when its process
+is killed Ray restarts it, it catches up to the newest published weights before generating again,
+and the pool resumes its loop."""
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+from transformers import AutoModelForCausalLM
+
+from services.buffer.remote import RemoteBuffer
+from services.config import TandemConfig
+from services.config.reward import RewardConfig
+from services.embedded_server import serve
+from services.weight_sync.filesystem import FilesystemPublisher
+from tests.actors.test_generator_vllm import ARITHMETIC_SCORER, actor_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_runtime() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, namespace="tandem", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def wait_for(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_a_killed_actor_comes_back_on_the_latest_weights(
+    ray_runtime, tiny_arith_model: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from actors.pool import GeneratorPool
+    from reward_server.app import create_app
+
+    with serve(create_app(RewardConfig.model_validate({"scorers": [ARITHMETIC_SCORER]}))) as url:
+        config: TandemConfig = actor_config(tiny_arith_model, tmp_path / "run", url)
+        buffer = RemoteBuffer.start(config.buffer)
+        pool = GeneratorPool(config)
+        try:
+            (ready,) = pool.wait_ready()
+            assert ready["policy_version"] == 0
+            pool.start()
+            wait_for(lambda: buffer.stats().counters["put"] >= 8, 120, "the first groups")
+
+            model = AutoModelForCausalLM.from_pretrained(tiny_arith_model, torch_dtype=torch.float32)
+            FilesystemPublisher(config.run.run_dir / "weights").publish(model.state_dict(), version=3)
+            pool.kill(0)
+            events: list[str] = []
+            wait_for(
+                lambda: bool(events.extend(pool.supervise(1.0)) or events), 60, "the pool to see the death"
+            )
+            assert "died" in events[0] and pool.restarts == [1]
+
+            (ready,) = pool.wait_ready()
+            assert ready["policy_version"] == 3  # caught up before generating anything
+            batch = buffer.sample(64, learner_version=3)
+            buffer.ack(batch.delivery_ids)
+            wait_for(
+                lambda: any(g.policy_version == 3 for g in buffer.sample(64, learner_version=3).groups),
+                120,
+                "groups made by the restarted actor",
+            )
+            (stats,) = pool.stats()
+            assert stats["policy_version"] == 3 and stats["restarts"] == 1 and stats["weight_loads"] == 1
+        finally:
+            pool.stop(timeout_s=60)
+            pool.shutdown()

@@ -1,0 +1,259 @@
+"""The rollout loop's logic with a scripted engine (no vLLM) but the real pieces around it: the reward
+server over HTTP, the reward client on its background loop, the in-process buffer, filesystem weights.
+
+What is checked: groups reach the buffer scored and stamped with the engine's version; scoring runs
+one batch behind generation; new weights are picked up between batches; failed rewards are retried,
+then dead-lettered, never pushed; the actor pauses on backpressure and on stale weights; the prompt
+cursor survives a restart.
+"""
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from actors.dead_letter import DeadLetterFile, read_dead_letters
+from actors.event_loop import BackgroundLoop
+from actors.generator import LoopScoring
+from actors.reward_client import RewardClient
+from actors.rollout import RolloutSettings, RolloutWorker
+from actors.sampling import PromptRequest, SamplingSettings
+from services.buffer import MemoryBuffer
+from services.config.buffer import BufferConfig
+from services.config.reward import RewardConfig
+from services.embedded_server import serve
+from services.prompts.file_source import FilePromptSource
+from services.prompts.record import PromptRecord
+from services.schemas import Sample
+from services.weight_sync.filesystem import FilesystemPublisher, FilesystemSubscriber
+from services.weight_sync.manifest import PublishedWeights
+
+PROMPTS = [PromptRecord(f"p{i}", f"{i}+{i}=", reference=str(2 * i)) for i in range(10)]
+
+
+class ScriptedEngine:
+    """Answers right on even sample indices and wrong on odd ones; 'loading' weights sets the version."""
+
+    def __init__(self) -> None:
+        self.policy_version: int | None = 0
+        self.calls: list[list[str]] = []
+
+    def generate(
+        self, requests: Sequence[PromptRequest], n: int, sampling: SamplingSettings, actor_id: str
+    ) -> list[list[Sample]]:
+        self.calls.append([request.prompt_id for request in requests])
+        assert self.policy_version is not None
+        groups = []
+        for request in requests:
+            answer = str(2 * int(request.prompt.split("+")[0]))
+            texts = [answer if index % 2 == 0 else answer + "1" for index in range(n)]
+            groups.append(
+                [
+                    Sample(
+                        request.prompt_id,
+                        [1, 2],
+                        [3] * len(text),
+                        text,
+                        [-0.5] * len(text),
+                        "stop",
+                        self.policy_version,
+                        actor_id,
+                    )
+                    for text in texts
+                ]
+            )
+        return groups
+
+    def load_weights(self, published: PublishedWeights) -> int:
+        self.policy_version = published.version
+        return published.version
+
+
+@pytest.fixture(scope="module")
+def reward_url() -> Iterator[str]:
+    from reward_server.app import create_app
+
+    with serve(create_app(RewardConfig())) as url:
+        yield url
+
+
+@pytest.fixture
+def loop() -> Iterator[BackgroundLoop]:
+    background = BackgroundLoop()
+    yield background
+    background.close()
+
+
+def make_worker(
+    tmp_path: Path,
+    url: str,
+    loop: BackgroundLoop,
+    buffer: MemoryBuffer | None = None,
+    high_water: int = 100,
+    max_staleness: int = 2,
+    engine: ScriptedEngine | None = None,
+) -> RolloutWorker:
+    client = RewardClient(url, retries=1, backoff_s=0.01, timeout_s=10)
+    return RolloutWorker(
+        engine=engine or ScriptedEngine(),
+        prompts=FilePromptSource(PROMPTS, seed=3),
+        scoring=LoopScoring(client, loop),
+        buffer=buffer or MemoryBuffer(BufferConfig(high_water=high_water)),
+        subscriber=FilesystemSubscriber(tmp_path / "weights"),
+        dead_letters=DeadLetterFile(tmp_path / "dead_letter", "actor-0"),
+        settings=RolloutSettings(
+            actor_id="actor-0",
+            n_samples=4,
+            prompts_per_batch=3,
+            sampling=SamplingSettings(),
+            max_staleness=max_staleness,
+            high_water=high_water,
+            item_retries=1,
+            pause_s=0.01,
+        ),
+        cursor_file=tmp_path / "actor-0.cursor.json",
+    )
+
+
+def publish(tmp_path: Path, version: int) -> None:
+    FilesystemPublisher(tmp_path / "weights").publish({"w": torch.full((2,), float(version))}, version)
+
+
+def test_groups_are_scored_and_pushed_one_batch_behind(tmp_path: Path, reward_url: str, loop) -> None:  # type: ignore[no-untyped-def]
+    worker = make_worker(tmp_path, reward_url, loop)
+    assert worker.step() == "generated"
+    assert worker.buffer.stats().backlog == 0  # batch 1 is being scored while batch 2 generates
+    assert worker.step() == "generated"
+    assert worker.buffer.stats().backlog == 3
+    worker.drain()
+    batch = worker.buffer.sample(6, learner_version=0)
+    assert len(batch.groups) == 6
+    for group in batch.groups:
+        assert group.rewards == [1.0, 0.0, 1.0, 0.0]
+        assert group.reward_status == ["ok"] * 4 and group.reward_details[0] == {"exact_match": 1.0}
+        assert group.policy_version == 0 and group.source == "online"
+        assert group.reference == str(2 * int(group.prompt.split("+")[0]))
+    assert worker.stats.groups_pushed == 6
+    assert worker.stats.as_dict()["reward_mean"] == 0.5
+
+
+def test_new_weights_are_loaded_between_batches(tmp_path: Path, reward_url: str, loop) -> None:  # type: ignore[no-untyped-def]
+    worker = make_worker(tmp_path, reward_url, loop)
+    worker.step()
+    publish(tmp_path, 1)
+    publish(tmp_path, 2)
+    worker.step()
+    worker.drain()
+    versions = sorted(group.policy_version for group in worker.buffer.sample(6, learner_version=2).groups)
+    assert versions == [0, 0, 0, 2, 2, 2]
+    assert worker.stats.weight_loads == 1 and worker.stats.policy_version == 2
+
+
+def test_failed_rewards_are_retried_then_dead_lettered(tmp_path: Path, loop) -> None:  # type: ignore[no-untyped-def]
+    """The server fails every item of the first prompt it sees in each request: those groups must
+    not reach the buffer as if scored; they land in the dead-letter file with the reason."""
+    app, requests = FastAPI(), []
+
+    @app.post("/v1/score")
+    async def score(request: Request) -> JSONResponse:
+        items = (await request.json())["items"]
+        requests.append(len(items))
+        broken = items[0]["prompt"]
+        results = [
+            {"reward": None, "status": "error", "scores": {}, "error": "judge crashed"}
+            if item["prompt"] == broken
+            else {"reward": 1.0, "status": "ok", "scores": {"judge": 1.0}, "error": None}
+            for item in items
+        ]
+        return JSONResponse({"results": results, "server_version": "t", "config_hash": "t"})
+
+    with serve(app) as url:
+        worker = make_worker(tmp_path, url, loop)
+        worker.step()
+        worker.drain()
+    assert requests == [12, 4]  # the 4 failed items were scored once more, and failed again
+    assert worker.buffer.stats().backlog == 2
+    assert worker.stats.groups_dead_lettered == 1 and worker.stats.items_failed == 4
+    (letter,) = read_dead_letters(tmp_path / "dead_letter")
+    assert "4 of 4 rewards failed" in letter["reason"] and "judge crashed" in letter["reason"]
+    assert [s["status"] for s in letter["samples"]] == ["error"] * 4
+    assert all(s["reward"] is None for s in letter["samples"])
+
+
+def test_a_retry_that_succeeds_pushes_the_group(tmp_path: Path, loop) -> None:  # type: ignore[no-untyped-def]
+    app, requests = FastAPI(), []
+
+    @app.post("/v1/score")
+    async def score(request: Request) -> JSONResponse:
+        items = (await request.json())["items"]
+        requests.append(len(items))
+        first_call = len(requests) == 1
+        results = [
+            {"reward": None, "status": "timeout", "scores": {}, "error": "slow judge"}
+            if first_call and index == 0
+            else {"reward": 0.25, "status": "ok", "scores": {}, "error": None}
+            for index in range(len(items))
+        ]
+        return JSONResponse({"results": results, "server_version": "t", "config_hash": "t"})
+
+    with serve(app) as url:
+        worker = make_worker(tmp_path, url, loop)
+        worker.step()
+        worker.drain()
+    assert requests == [12, 1]
+    assert worker.buffer.stats().backlog == 3 and worker.stats.groups_dead_lettered == 0
+
+
+def test_an_unreachable_reward_server_dead_letters_everything(tmp_path: Path, loop) -> None:  # type: ignore[no-untyped-def]
+    from services.embedded_server import free_port
+
+    worker = make_worker(tmp_path, f"http://127.0.0.1:{free_port()}", loop)
+    worker.step()
+    worker.drain()
+    assert worker.buffer.stats().backlog == 0
+    letters = read_dead_letters(tmp_path / "dead_letter")
+    assert len(letters) == 3 and all("unreachable" in letter["reason"] for letter in letters)
+
+
+def test_backpressure_pauses_generation_until_the_learner_consumes(
+    tmp_path: Path, reward_url: str, loop
+) -> None:  # type: ignore[no-untyped-def]
+    buffer = MemoryBuffer(BufferConfig(high_water=3))
+    engine = ScriptedEngine()
+    worker = make_worker(tmp_path, reward_url, loop, buffer=buffer, high_water=3, engine=engine)
+    worker.step()
+    worker.step()  # pushes batch 1: the backlog (3) is at the high-water mark
+    assert worker.step() == "backpressure"  # and the batch in flight is pushed while pausing
+    assert buffer.stats().backlog == 6
+    calls = len(engine.calls)
+    assert worker.step() == "backpressure" and len(engine.calls) == calls
+    batch = buffer.sample(6, learner_version=0)
+    buffer.ack(batch.delivery_ids)
+    assert worker.step() == "generated"
+    assert worker.stats.pauses_backpressure == 2
+
+
+def test_stale_weights_pause_until_new_ones_are_published(tmp_path: Path, reward_url: str, loop) -> None:  # type: ignore[no-untyped-def]
+    buffer = MemoryBuffer(BufferConfig())
+    buffer.set_learner_version(3)
+    worker = make_worker(tmp_path, reward_url, loop, buffer=buffer, max_staleness=2)
+    assert worker.step() == "stale_weights"
+    publish(tmp_path, 1)
+    assert worker.step() == "generated"
+    assert worker.stats.pauses_stale == 1 and worker.engine.policy_version == 1
+
+
+def test_a_restarted_worker_continues_its_prompt_shard(tmp_path: Path, reward_url: str, loop) -> None:  # type: ignore[no-untyped-def]
+    first = make_worker(tmp_path, reward_url, loop)
+    first.step()
+    first.step()
+    first.drain()
+    seen = [prompt for call in first.engine.calls for prompt in call]
+    second = make_worker(tmp_path, reward_url, loop)  # same cursor file: a restart
+    second.step()
+    reference = FilePromptSource(PROMPTS, seed=3)
+    expected = [record.prompt_id for record in reference.next_batch(9)]
+    assert seen + second.engine.calls[0] == expected
