@@ -30,7 +30,7 @@ class GenerationEngine:
         model_path: Path,
         dtype: str = "float32",
         seed: int = 0,
-        max_model_len: int = 128,
+        max_model_len: int | None = 128,
         tensor_parallel_size: int = 1,
     ):
         self.model_path = Path(model_path)

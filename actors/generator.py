@@ -18,6 +18,7 @@ from actors.sampling import SamplingSettings
 from services.buffer import open_buffer
 from services.config import TandemConfig
 from services.prompts.file_source import FilePromptSource
+from services.prompts.record import read_prompt_file
 from services.weight_sync import open_subscriber
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Generator:
             config.model.path,
             dtype=config.model.dtype,
             seed=config.run.seed + index,
-            max_model_len=config.model.max_prompt_tokens + actors.max_tokens,
+            max_model_len=None,  # the model's own context length (vLLM reads it from config.json)
             tensor_parallel_size=actors.tensor_parallel_size,
         )
         self.loop = BackgroundLoop()
@@ -91,6 +92,7 @@ class Generator:
             ),
             cursor_file=run_dir / "actors" / f"{self.actor_id}.cursor.json",
         )
+        self.eval_prompts = read_prompt_file(actors.eval_prompts) if actors.eval_prompts else []
         self._stop = threading.Event()
         self.worker.sync_weights()
 
@@ -107,6 +109,36 @@ class Generator:
             generated += outcome == "generated"
         self.worker.drain()
         return self.stats()
+
+    def evaluate(self, limit: int | None = None) -> dict[str, object]:
+        """Greedy completions of the held-out prompts on the newest weights, scored by the same reward
+        server; failed items are counted, not averaged in as 0."""
+        from actors.sampling import PromptRequest
+
+        records = self.eval_prompts[:limit]
+        if not records:
+            raise ValueError("actors.eval_prompts is not set: there is nothing to evaluate on")
+        self.worker.sync_weights()
+        sampling = SamplingSettings(
+            temperature=0.0, max_tokens=self.config.actors.max_tokens, stop=tuple(self.config.actors.stop)
+        )
+        with self.worker.engine_lock:
+            version = self.engine.policy_version
+            groups = self.engine.generate(
+                [PromptRequest(r.prompt_id, r.prompt) for r in records], 1, sampling, self.actor_id
+            )
+        items = [
+            RewardItem(r.prompt, group[0].completion_text, r.reference, r.tests, r.metadata)
+            for r, group in zip(records, groups, strict=True)
+        ]
+        outcomes = self.loop.run(self.client.score(items))
+        rewards = [o.reward for o in outcomes if o.reward is not None]
+        return {
+            "policy_version": version,
+            "eval_reward_mean": sum(rewards) / len(rewards) if rewards else None,
+            "eval_items": len(items),
+            "eval_failed": len(items) - len(rewards),
+        }
 
     def stop(self) -> None:
         self._stop.set()

@@ -10,7 +10,7 @@ import logging
 import time
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from actors.generator import Generator, actor_id
 from services.config import TandemConfig
@@ -34,6 +34,9 @@ class RemoteGenerator:
 
     def stop(self) -> None:
         self.generator.stop()
+
+    def evaluate(self, limit: int | None = None) -> dict[str, object]:
+        return self.generator.evaluate(limit)
 
     def stats(self) -> dict[str, object]:
         return self.generator.stats()
@@ -59,11 +62,28 @@ class GeneratorPool:
             for index, name in enumerate(self.names)
         ]
         self.runs: dict[int, ray.ObjectRef] = {}
+        self.probes: dict[int, ray.ObjectRef] = {}  # ready() calls to actors Ray is restarting
+        self.dead: set[int] = set()
+        self._max_batches: int | None = None
         self.restarts = [0] * len(self.handles)
         self.final_stats: dict[int, dict[str, object]] = {}
 
     def wait_ready(self, timeout_s: float = 600.0) -> list[dict[str, object]]:
-        return ray.get([handle.ready.remote() for handle in self.handles], timeout=timeout_s)
+        """Each actor's `ready()` answer, waiting through restarts (a restarting actor is unavailable)."""
+        deadline = time.monotonic() + timeout_s
+        answers: list[dict[str, object]] = []
+        for handle in self.handles:
+            while True:
+                try:
+                    answers.append(
+                        ray.get(handle.ready.remote(), timeout=max(deadline - time.monotonic(), 0))
+                    )
+                    break
+                except ActorUnavailableError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+        return answers
 
     def start(self, max_batches: int | None = None) -> None:
         self._max_batches = max_batches
@@ -71,31 +91,59 @@ class GeneratorPool:
             self.runs[index] = handle.run.remote(max_batches)
 
     def supervise(self, timeout_s: float = 0.0) -> list[str]:
-        """Collect finished runs; re-run the ones whose actor died (Ray restarts it). Returns events."""
+        """Collect finished runs; notice dead actors, and once Ray has restarted one (its constructor
+        caught up to the newest weights), run it again. Returns what happened, as messages."""
         events: list[str] = []
-        if not self.runs:
+        refs = list(self.runs.values()) + list(self.probes.values())
+        if not refs:
             return events
-        done, _ = ray.wait(list(self.runs.values()), num_returns=len(self.runs), timeout=timeout_s)
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
         for index, ref in list(self.runs.items()):
-            if ref not in done:
-                continue
-            del self.runs[index]
-            try:
-                self.final_stats[index] = ray.get(ref)
-                events.append(f"{self.names[index]} finished")
-            except (ActorDiedError, ActorUnavailableError, RayActorError) as error:
-                self.restarts[index] += 1
-                events.append(
-                    f"{self.names[index]} died ({type(error).__name__}); restart {self.restarts[index]}"
-                )
-                log.warning(
-                    "%s died: %s; running it again once Ray has restarted it", self.names[index], error
-                )
-                self.runs[index] = self.handles[index].run.remote(self._max_batches)
+            if ref in done:
+                del self.runs[index]
+                events.extend(self._run_ended(index, ref))
+        for index, ref in list(self.probes.items()):
+            if ref in done:
+                del self.probes[index]
+                events.extend(self._probe_answered(index, ref))
         return events
 
+    def _run_ended(self, index: int, ref: ray.ObjectRef) -> list[str]:
+        name = self.names[index]
+        try:
+            self.final_stats[index] = ray.get(ref)
+            return [f"{name} finished"]
+        except RayActorError as error:
+            # Restarting or dead for good (restarts used up): the ready() probe tells which.
+            return self._restarting(index, error)
+
+    def _restarting(self, index: int, error: Exception) -> list[str]:
+        self.restarts[index] += 1
+        self.probes[index] = self.handles[index].ready.remote()
+        log.warning("%s died (%s); waiting for Ray to restart it", self.names[index], type(error).__name__)
+        return [f"{self.names[index]} died ({type(error).__name__}); restart {self.restarts[index]}"]
+
+    def _probe_answered(self, index: int, ref: ray.ObjectRef) -> list[str]:
+        name = self.names[index]
+        try:
+            ready = ray.get(ref)
+        except ActorUnavailableError:
+            time.sleep(0.2)  # still restarting: ask again on the next call
+            self.probes[index] = self.handles[index].ready.remote()
+            return []
+        except RayActorError as error:
+            self.dead.add(index)
+            return [f"{name} did not come back: {error}"]
+        self.runs[index] = self.handles[index].run.remote(self._max_batches)
+        return [f"{name} is back on weights v{ready['policy_version']}; generating again"]
+
     def running(self) -> bool:
-        return bool(self.runs)
+        """Whether any actor is generating or coming back to generate."""
+        return bool(self.runs or self.probes)
+
+    def evaluate(self, limit: int | None = None) -> ray.ObjectRef:
+        """Start a held-out evaluation on actor 0 (between its batches); `ray.get` the ref for the result."""
+        return self.handles[0].evaluate.remote(limit)
 
     def stats(self, timeout_s: float = 5.0) -> list[dict[str, object]]:
         """Each actor's stats; an actor that does not answer (restarting) is reported as such."""
@@ -115,7 +163,7 @@ class GeneratorPool:
         for handle in self.handles:
             handle.stop.remote()
         deadline = time.monotonic() + timeout_s
-        while self.runs and time.monotonic() < deadline:
+        while self.running() and time.monotonic() < deadline:
             self.supervise(timeout_s=1.0)
             # Again: an actor restarted meanwhile begins a new run(), which clears the stop flag.
             for handle in self.handles:

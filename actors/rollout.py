@@ -14,6 +14,7 @@ The prompt cursor is saved after each pushed batch, so a restarted actor continu
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -124,6 +125,8 @@ class RolloutWorker:
         self.stats = RolloutStats(policy_version=engine.policy_version)
         self._pending: PendingBatch | None = None
         self._backpressure = False
+        # vLLM's LLM is not thread-safe: evaluation (another thread of the actor) shares the engine.
+        self.engine_lock = threading.Lock()
         if cursor_file is not None and cursor_file.is_file():
             prompts.cursor = PromptCursor.from_dict(json.loads(cursor_file.read_text()))
             log.info("%s resumes its prompts at %s", settings.actor_id, prompts.cursor)
@@ -140,7 +143,8 @@ class RolloutWorker:
         published = self.subscriber.latest()
         if published is None:
             return False
-        self.stats.policy_version = self.engine.load_weights(published)
+        with self.engine_lock:
+            self.stats.policy_version = self.engine.load_weights(published)
         self.stats.weight_loads += 1
         log.info("%s loaded weights v%s", self.settings.actor_id, self.stats.policy_version)
         return True
@@ -155,12 +159,13 @@ class RolloutWorker:
         records = self.prompts.next_batch(self.settings.prompts_per_batch)
         cursor_after = self.prompts.cursor
         started = time.perf_counter()
-        samples = self.engine.generate(
-            [_request(record) for record in records],
-            n=self.settings.n_samples,
-            sampling=self.settings.sampling,
-            actor_id=self.settings.actor_id,
-        )
+        with self.engine_lock:
+            samples = self.engine.generate(
+                [_request(record) for record in records],
+                n=self.settings.n_samples,
+                sampling=self.settings.sampling,
+                actor_id=self.settings.actor_id,
+            )
         self.stats.generate_seconds += time.perf_counter() - started
         flat = [sample for group in samples for sample in group]
         self.stats.samples_generated += len(flat)

@@ -74,6 +74,14 @@ def test_generates_scores_and_pushes_groups_with_behaviour_logprobs(generator) -
     generator.worker.buffer.ack(batch.delivery_ids)
 
 
+def test_evaluation_scores_greedy_completions_of_held_out_prompts(generator) -> None:  # type: ignore[no-untyped-def]
+    result = generator.evaluate(limit=40)
+    print(f"\neval at v{result['policy_version']}: {result}")
+    assert result["eval_items"] == 40 and result["eval_failed"] == 0
+    assert 0.0 <= result["eval_reward_mean"] <= 1.0
+    assert generator.evaluate(limit=40)["eval_reward_mean"] == result["eval_reward_mean"]  # greedy
+
+
 def test_published_weights_change_what_is_generated(generator, tiny_arith_model: Path) -> None:  # type: ignore[no-untyped-def]
     """Publish v1 = the policy with its final norm zeroed: every logit is 0, so every sampled token
     has log-prob -log(vocab). Samples made after the load carry v1 and show exactly that."""
@@ -84,7 +92,7 @@ def test_published_weights_change_what_is_generated(generator, tiny_arith_model:
     FilesystemPublisher(directory).publish(state, version=1)
     generator.run(max_batches=1)
     assert generator.engine.policy_version == 1
-    batch = generator.worker.buffer.sample(8, learner_version=1)
+    batch = generator.worker.buffer.sample(8, learner_version=1, on_policy_only=True)
     assert batch.groups and all(group.policy_version == 1 for group in batch.groups)
     uniform = -math.log(model.config.vocab_size)
     worst = max(abs(lp - uniform) for g in batch.groups for s in g.samples for lp in s.behaviour_logprobs)

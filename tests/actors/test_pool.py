@@ -56,20 +56,22 @@ def test_a_killed_actor_comes_back_on_the_latest_weights(
             FilesystemPublisher(config.run.run_dir / "weights").publish(model.state_dict(), version=3)
             pool.kill(0)
             events: list[str] = []
-            wait_for(
-                lambda: bool(events.extend(pool.supervise(1.0)) or events), 60, "the pool to see the death"
-            )
-            assert "died" in events[0] and pool.restarts == [1]
 
-            (ready,) = pool.wait_ready()
-            assert ready["policy_version"] == 3  # caught up before generating anything
-            batch = buffer.sample(64, learner_version=3)
-            buffer.ack(batch.delivery_ids)
-            wait_for(
-                lambda: any(g.policy_version == 3 for g in buffer.sample(64, learner_version=3).groups),
-                120,
-                "groups made by the restarted actor",
-            )
+            def back_and_generating() -> bool:
+                events.extend(pool.supervise(1.0))
+                return pool.restarts[0] == 1 and 0 in pool.runs
+
+            wait_for(back_and_generating, 180, "the actor to come back")
+            assert "died" in events[0] and "back on weights v3" in events[-1], events
+            assert pool.restarts == [1]
+            stale = buffer.sample(64, learner_version=3)
+            buffer.ack(stale.delivery_ids)
+
+            def fresh_groups_at_v3() -> bool:
+                pool.supervise(0.0)
+                return any(g.policy_version == 3 for g in buffer.sample(64, learner_version=3).groups)
+
+            wait_for(fresh_groups_at_v3, 120, "groups made by the restarted actor")
             (stats,) = pool.stats()
             assert stats["policy_version"] == 3 and stats["restarts"] == 1 and stats["weight_loads"] == 1
         finally:
