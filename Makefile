@@ -46,8 +46,9 @@ $(DEMO_MODEL)/config.json: | install
 
 models: $(DEMO_MODEL)/config.json
 
+# Each demo run gets its own directory, so running it again never collides with an earlier run.
 demo: install models
-	$(BIN)/tandem generate --model $(DEMO_MODEL) --prompts $(DEMO_MODEL)/prompts/eval.jsonl --limit 8 --n 4
+	$(BIN)/tandem train --config configs/demo.yaml --run-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: install
 	$(BIN)/python -m pytest -q

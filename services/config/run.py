@@ -24,3 +24,7 @@ class RunConfig(Section):
 
     max_minutes: float | None = Field(None, gt=0)
     """Wall-clock budget; the run stops with a final checkpoint when it is spent. None: no limit."""
+
+    ray_address: str | None = None
+    """Ray cluster to join: None starts a local one sized to this machine; `auto` joins the cluster this
+    machine belongs to; `ray://host:10001` or `host:6379` joins a remote head."""
