@@ -4,10 +4,12 @@ Ray-served memory buffer, DeepSpeed learner, ray weight transport; then a resume
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 import ray
 
 from services.config import load_config
+from services.embedded_server import free_port
 from services.orchestration.run_files import read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -36,7 +38,9 @@ def test_demo_config_trains_records_and_resumes(tiny_arith_model: Path, tmp_path
     from services.orchestration.driver import train
 
     run_dir = tmp_path / "run"
-    config = load_config(ROOT / "configs" / "demo.yaml", short_demo(run_dir, tiny_arith_model, 4))
+    port = free_port()
+    overrides = [*short_demo(run_dir, tiny_arith_model, 4), f"logging.metrics_port={port}"]
+    config = load_config(ROOT / "configs" / "demo.yaml", overrides)
     try:
         result = train(config, progress=False)
     finally:
@@ -61,9 +65,17 @@ def test_demo_config_trains_records_and_resumes(tiny_arith_model: Path, tmp_path
     assert all(0.0 <= row["eval_reward_mean"] <= 1.0 and row["eval_failed"] == 0 for row in evals)
     assert evals[-1]["policy_version"] == 4  # the final eval ran on the final weights
     assert (run_dir / "reward_curve.png").stat().st_size > 10_000
+    best = json.loads((run_dir / "best" / "best.json").read_text())
+    checkpoint_evals = [row for row in evals if row["step"] in (2, 4)]
+    assert best["eval_reward_mean"] == max(row["eval_reward_mean"] for row in checkpoint_evals)
+    assert (run_dir / "best" / "config.json").is_file()
     assert (run_dir / "config.yaml").is_file() and list((run_dir / "tensorboard").iterdir())
     state = json.loads((run_dir / "checkpoints" / "step-00000004" / "tandem_state.json").read_text())
     assert state["step"] == 4 and state["policy_version"] == 4
+
+    exposed = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert "tandem_learner_step 4.0" in exposed and "tandem_policy_version 4.0" in exposed
+    assert 'tandem_buffer_groups{part="replay_size"}' in exposed
 
     with pytest.raises(FileExistsError, match="--resume"):
         train(config, progress=False)
