@@ -27,3 +27,9 @@ def cached_policy(task: str, directory: Path) -> Path:
 def tiny_arith_model() -> Path:
     """The demo policy (models/tiny-arith), the same one `make demo` builds."""
     return cached_policy("arithmetic", ROOT / "models" / "tiny-arith")
+
+
+@pytest.fixture(scope="session")
+def tiny_code_model() -> Path:
+    """The `code` task policy (models/tiny-code), used by configs/code.yaml."""
+    return cached_policy("code", ROOT / "models" / "tiny-code")

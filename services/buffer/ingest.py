@@ -210,3 +210,29 @@ def _score_unrewarded(
         rewards.append(float(result["reward"]))
         details.append({k: float(v) for k, v in (result.get("scores") or {}).items()})
     return scored
+
+
+def hf_tokenizer(directory: Path) -> Tokenize:
+    """Tokenize with the Hugging Face tokenizer in `directory` (no special tokens added)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    return lambda text: list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def http_scorer(base_url: str, token: str | None = None) -> Score:
+    """Score items through a reward server's `POST /v1/score`; a transport failure is an IngestError."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    client = httpx.Client(base_url=base_url, timeout=120, headers=headers)
+
+    def score(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            response = client.post("/v1/score", json={"items": items})
+            response.raise_for_status()
+            return response.json()["results"]
+        except (httpx.HTTPError, ValueError, KeyError) as error:
+            raise IngestError(f"reward server {base_url}/v1/score: {error!r}") from None
+
+    return score

@@ -60,13 +60,19 @@ def _open_buffer(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def ingest_file(args: argparse.Namespace) -> int:
-    from services.buffer.ingest import IngestError, build_offline_groups, parse_offline_file
+    from services.buffer.ingest import (
+        IngestError,
+        build_offline_groups,
+        hf_tokenizer,
+        http_scorer,
+        parse_offline_file,
+    )
 
     try:
         lines = parse_offline_file(args.file)  # the whole file, before anything is opened or written
         buffer, where = _open_buffer(args)
-        tokenize = _tokenizer(args.tokenizer) if args.tokenizer else None
-        score = _reward_client(args.reward_url) if args.reward_url else None
+        tokenize = hf_tokenizer(args.tokenizer) if args.tokenizer else None
+        score = http_scorer(args.reward_url) if args.reward_url else None
         groups = build_offline_groups(lines, tokenize, score)
     except (IngestError, LookupError) as error:
         print(f"tandem ingest: {error}", file=sys.stderr)
@@ -75,31 +81,6 @@ def ingest_file(args: argparse.Namespace) -> int:
     buffer.close()
     print(f"{args.file}: {written} off-policy groups written to {where}")
     return 0
-
-
-def _tokenizer(directory: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    return lambda text: list(tokenizer.encode(text, add_special_tokens=False))
-
-
-def _reward_client(base_url: str) -> Any:
-    import httpx
-
-    from services.buffer.ingest import IngestError
-
-    client = httpx.Client(base_url=base_url, timeout=120)
-
-    def score(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        try:
-            response = client.post("/v1/score", json={"items": items})
-            response.raise_for_status()
-            return response.json()["results"]
-        except (httpx.HTTPError, ValueError, KeyError) as error:
-            raise IngestError(f"reward server {base_url}/v1/score: {error!r}") from None
-
-    return score
 
 
 def show_stats(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """`buffer`: the experience buffer between actors and learner, and its staleness-aware mixing."""
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -40,3 +41,7 @@ class BufferConfig(Section):
     name and unacknowledged for this long (a learner that died and came back under a new name).
     0 claims only the recovering consumer's own pending groups. Keep it above the longest learner
     step, or a slow but live learner's groups are handed out twice."""
+
+    offline_files: list[Path] = Field(default_factory=list)
+    """Offline JSONL files (the `tandem ingest` format) that `tandem train` loads into the offline
+    pool at start, when that pool is empty (so a resumed run does not load them twice)."""

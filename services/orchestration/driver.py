@@ -52,6 +52,7 @@ def train(config: TandemConfig, resume: bool = False, progress: bool | None = No
     with ExitStack() as cleanup:
         config = with_reward_url(config, cleanup)
         buffer = open_buffer(config.buffer, consumer="learner-0", seed=config.run.seed, shared=True)
+        load_offline_files(config, buffer)
         recorder = RunRecorder(run_dir, config.logging.tensorboard)
         cleanup.callback(recorder.close)
         supervisor = Supervisor(config, recorder, buffer)
@@ -108,6 +109,24 @@ def run_sync(config: TandemConfig, learner: Any, pool: Any, supervisor: Supervis
             pool.supervise(timeout_s=0.5)
         target = learner.state.step + 1
         learner.run(should_stop=lambda goal=target: supervisor.should_stop() or learner.state.step >= goal)
+
+
+def load_offline_files(config: TandemConfig, buffer: Any) -> int:
+    """Load `buffer.offline_files` into an empty offline pool (tokenised with the policy's tokenizer,
+    unrewarded lines scored by the run's reward server); returns the groups added."""
+    if not config.buffer.offline_files or buffer.stats().offline_size > 0:
+        return 0
+    from services.buffer.ingest import build_offline_groups, hf_tokenizer, http_scorer, parse_offline_file
+
+    assert config.reward.url is not None
+    tokenize = hf_tokenizer(config.model.path)
+    score = http_scorer(config.reward.url, config.reward.auth_token)
+    groups = []
+    for path in config.buffer.offline_files:
+        groups += build_offline_groups(parse_offline_file(path), tokenize, score)
+    added = buffer.put_offline(groups)
+    log.info("loaded %d offline groups from %d file(s)", added, len(config.buffer.offline_files))
+    return added
 
 
 def start_ray(config: TandemConfig) -> None:
