@@ -17,7 +17,7 @@ from actors.rollout import RolloutSettings, RolloutWorker, StepOutcome
 from actors.sampling import SamplingSettings
 from services.buffer import open_buffer
 from services.config import TandemConfig
-from services.prompts.file_source import FilePromptSource
+from services.prompts import open_prompt_source
 from services.prompts.record import read_prompt_file
 from services.weight_sync import open_subscriber
 
@@ -64,9 +64,7 @@ class Generator:
             batch_size=actors.reward_batch_size,
             max_concurrency=actors.reward_concurrency,
         )
-        prompts = FilePromptSource.from_file(
-            actors.train_prompts, seed=config.run.seed, shard_index=index, num_shards=actors.num_actors
-        )
+        prompts = open_prompt_source(config, shard_index=index, num_shards=actors.num_actors)
         run_dir = config.run.run_dir
         self.worker = RolloutWorker(
             engine=self.engine,
@@ -152,5 +150,8 @@ class Generator:
 
     def close(self) -> None:
         self.stop()
+        close_prompts = getattr(self.worker.prompts, "close", None)
+        if close_prompts is not None:
+            close_prompts()
         self.loop.run(self.client.aclose())
         self.loop.close()

@@ -27,14 +27,15 @@ from actors.dead_letter import DeadLetterFile, FailedSample
 from actors.reward_client import RewardItem, RewardOutcome
 from actors.sampling import PromptRequest, SamplingSettings
 from services.buffer import ExperienceBuffer
-from services.prompts.file_source import FilePromptSource, PromptCursor
+from services.prompts import PromptSource
+from services.prompts.file_source import PromptCursor
 from services.prompts.record import PromptRecord
 from services.schemas import Sample, ScoredGroup
 from services.weight_sync import WeightSubscriber
 
 log = logging.getLogger(__name__)
 
-StepOutcome = Literal["generated", "backpressure", "stale_weights"]
+StepOutcome = Literal["generated", "backpressure", "stale_weights", "no_prompts"]
 
 
 class Engine(Protocol):
@@ -106,7 +107,7 @@ class RolloutWorker:
     def __init__(
         self,
         engine: Engine,
-        prompts: FilePromptSource,
+        prompts: PromptSource,
         scoring: Scoring,
         buffer: ExperienceBuffer,
         subscriber: WeightSubscriber,
@@ -157,6 +158,9 @@ class RolloutWorker:
             time.sleep(self.settings.pause_s)
             return gate
         records = self.prompts.next_batch(self.settings.prompts_per_batch)
+        if not records:  # a live stream with nothing new in its wait: finish what is in flight
+            self.drain()
+            return "no_prompts"
         cursor_after = self.prompts.cursor
         started = time.perf_counter()
         with self.engine_lock:

@@ -22,7 +22,9 @@ class ScoreItem:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass costs three times as much to build, and one is built per item and
+# scorer on every request (benchmarks/reward_bench.py). Nothing mutates a result once returned.
+@dataclass(slots=True)
 class ScorerResult:
     """One scorer's verdict on one item: a finite score when status is "ok", else None and an error."""
 

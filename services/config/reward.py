@@ -5,12 +5,15 @@ is an error that names that scorer's key path.
 """
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from services.config.base import Section
+
+REDACTED = "***"
 
 
 class ScorerBase(Section):
@@ -36,6 +39,15 @@ class ExactMatchScorerConfig(ScorerBase):
     numeric_tolerance: float | None = Field(None, ge=0)
     """Compare as numbers within this absolute tolerance; None compares strings exactly."""
 
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a valid regular expression: {error}") from None
+        return value
+
 
 class UnitTestsScorerConfig(ScorerBase):
     type: Literal["unit_tests"] = "unit_tests"
@@ -56,10 +68,19 @@ class UnitTestsScorerConfig(ScorerBase):
     """Address-space limit per test run (RLIMIT_AS)."""
 
     max_processes: int = Field(16, gt=0)
-    """Process-count limit inside the sandbox (RLIMIT_NPROC)."""
+    """Processes and threads one run may have at once (RLIMIT_NPROC, counted for the run's own uid:
+    as root each run drops to a random unprivileged uid, since the kernel never limits uid 0)."""
 
     max_output_bytes: int = Field(65536, gt=0)
     """Output kept per test run; a run printing more is killed."""
+
+    max_concurrency: int = Field(4, ge=1)
+    """Sandboxed test runs at once (each test of each item is one sandbox process)."""
+
+    python: Path | None = None
+    """Interpreter run inside the sandbox; None: the server's own base interpreter (a venv's
+    python resolved to the installation it links to). Completions get its standard library only:
+    its site-packages is hidden in the sandbox."""
 
 
 class ModelScorerConfig(ScorerBase):
@@ -107,6 +128,34 @@ class HttpScorerConfig(ScorerBase):
     max_concurrency: int = Field(8, ge=1)
     """Requests in flight to this endpoint at once."""
 
+    backoff_s: float = Field(0.2, ge=0)
+    """Delay before the first retry; it doubles on each further retry."""
+
+    batch_size: int = Field(64, ge=1)
+    """Items per request in the `tandem` and `openrlhf` formats (`template` sends one item per request)."""
+
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra request headers, e.g. `Authorization: Bearer ...` for an endpoint that needs a token."""
+
+    circuit_failures: int = Field(5, ge=1)
+    """Consecutive failed requests (retries exhausted) that open the circuit breaker."""
+
+    circuit_cooldown_s: float = Field(30.0, gt=0)
+    """How long an open circuit fails items at once, before one trial request (half-open) may close it."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _template_is_given(self) -> "HttpScorerConfig":
+        if self.format == "template" and not self.request_template:
+            raise ValueError("format: template needs request_template")
+        return self
+
 
 class PythonScorerConfig(ScorerBase):
     type: Literal["python"] = "python"
@@ -152,11 +201,33 @@ class RewardConfig(Section):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     """Largest request body accepted (more: HTTP 413)."""
 
+    max_text_chars: int = Field(100_000, ge=1)
+    """Longest prompt, completion, reference, label or test accepted, in characters (more: HTTP 422
+    naming the field)."""
+
+    max_tests: int = Field(100, ge=0)
+    """Most unit tests on one item (more: HTTP 422 naming the field)."""
+
+    scorer_timeout_s: float = Field(300.0, gt=0)
+    """Deadline of one scorer on one request; the items it has not scored by then are reported as
+    `timeout`."""
+
     client_timeout_s: float = Field(60.0, gt=0)
     """Deadline of one scoring call from the actors' reward client."""
 
     client_retries: int = Field(3, ge=0)
     """Retries of a failed scoring call by the actors' reward client, with exponential backoff."""
+
+    def redacted(self) -> dict[str, object]:
+        """The section as JSON-ready data with secrets (the auth token, http scorer headers) masked: what
+        `tandem reward-server` prints at launch and what the server's config hash is computed from."""
+        tree = self.model_dump(mode="json")
+        if tree["auth_token"] is not None:
+            tree["auth_token"] = REDACTED
+        for scorer in tree["scorers"]:
+            if "headers" in scorer:
+                scorer["headers"] = dict.fromkeys(scorer["headers"], REDACTED)
+        return tree
 
     @model_validator(mode="after")
     def _unique_scorer_names(self) -> "RewardConfig":

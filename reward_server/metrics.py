@@ -1,0 +1,62 @@
+"""Prometheus metrics of the reward server, served on GET /metrics.
+
+Module-level collectors in the default registry, so any scorer can record into them without wiring
+(the unit-test sandbox calls `record_sandbox_kill`). With several uvicorn workers each process keeps
+its own counts; scrape each worker, or run one worker per container.
+"""
+
+from prometheus_client import Counter, Histogram
+
+# Seconds per scorer call (one call scores a whole request's batch): 1 ms to 2 min.
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+SCORER_LATENCY = Histogram(
+    "tandem_reward_scorer_latency_seconds",
+    "Wall-clock time of one scorer call over a request's items.",
+    ["scorer"],
+    buckets=LATENCY_BUCKETS,
+)
+SCORER_ITEMS = Counter(
+    "tandem_reward_scorer_items", "Items scored, by scorer and status.", ["scorer", "status"]
+)
+SCORER_ERRORS = Counter("tandem_reward_scorer_errors", "Items a scorer failed with an error.", ["scorer"])
+SCORER_TIMEOUTS = Counter("tandem_reward_scorer_timeouts", "Items a scorer failed by timing out.", ["scorer"])
+SANDBOX_KILLS = Counter(
+    "tandem_reward_sandbox_kills",
+    "Sandboxed runs killed for exceeding a limit (reason: timeout, cpu, memory, output, ...).",
+    ["scorer", "reason"],
+)
+REQUEST_ITEMS = Counter(
+    "tandem_reward_request_items", "Items received, by route and outcome.", ["route", "status"]
+)
+
+
+def register_scorer(name: str) -> None:
+    """Create the scorer's series at start-up, so dashboards see zeros rather than missing series."""
+    SCORER_LATENCY.labels(scorer=name)
+    SCORER_ERRORS.labels(scorer=name)
+    SCORER_TIMEOUTS.labels(scorer=name)
+    for status in ("ok", "error", "timeout"):
+        SCORER_ITEMS.labels(scorer=name, status=status)
+
+
+def record_scorer_call(name: str, seconds: float, statuses: list[str]) -> None:
+    SCORER_LATENCY.labels(scorer=name).observe(seconds)
+    for status in ("ok", "error", "timeout"):
+        count = statuses.count(status)
+        if count:
+            SCORER_ITEMS.labels(scorer=name, status=status).inc(count)
+    if errors := statuses.count("error"):
+        SCORER_ERRORS.labels(scorer=name).inc(errors)
+    if timeouts := statuses.count("timeout"):
+        SCORER_TIMEOUTS.labels(scorer=name).inc(timeouts)
+
+
+def record_sandbox_kill(scorer: str, reason: str) -> None:
+    """Count one sandboxed run killed for `reason` (called by the unit-test sandbox)."""
+    SANDBOX_KILLS.labels(scorer=scorer, reason=reason).inc()
+
+
+def record_request(route: str, statuses: list[str]) -> None:
+    for status in set(statuses):
+        REQUEST_ITEMS.labels(route=route, status=status).inc(statuses.count(status))

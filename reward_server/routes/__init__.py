@@ -1,0 +1,1 @@
+"""HTTP routers of the reward server, one module per concern."""
