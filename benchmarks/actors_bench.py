@@ -68,7 +68,7 @@ def main() -> None:
         llm = LLM(
             model=str(args.model),
             dtype="float32",
-            max_model_len=config.model.max_prompt_tokens + 8,
+            max_model_len=None,
             enforce_eager=True,
             logprobs_mode="raw_logprobs",
             seed=1,

@@ -16,6 +16,10 @@ COMMAND_MODULES = (
     "services.cli.config_cmd",
     "services.cli.model_cmd",
     "services.cli.buffer_cmd",
+    "services.cli.prompts_cmd",
+    "services.cli.reward_cmd",
+    "services.cli.train_cmd",
+    "services.cli.data_cmd",
 )
 
 

@@ -1,6 +1,7 @@
 """`actors`: the vLLM generation actors, their sampling and the prompt sets they read."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -32,6 +33,17 @@ class ActorsConfig(Section):
     train_prompts: Path = Path("models/tiny-arith/prompts/train.jsonl")
     """JSONL of training prompts: one object per line with `prompt`, `prompt_id` and optional
     `reference`, `tests`, `metadata`."""
+
+    prompt_source: Literal["file", "redis"] = "file"
+    """Where training prompts come from: `file` reads `train_prompts` (epochs, seeded order, sharded);
+    `redis` reads the stream `prompt_stream`, fed while the run goes (`tandem prompts push`), each
+    prompt going to one actor."""
+
+    prompt_redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis connection URL of the prompt stream (for `prompt_source: redis`)."""
+
+    prompt_stream: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    """Redis stream key of the live prompts; None: `tandem:<run.name>:prompts`."""
 
     eval_prompts: Path | None = Path("models/tiny-arith/prompts/eval.jsonl")
     """JSONL of held-out prompts scored at start and every `learner.eval_every` steps; None: no eval."""
