@@ -87,6 +87,7 @@ class Generator:
                 high_water=config.buffer.high_water,
                 item_retries=actors.reward_item_retries,
                 pause_s=actors.pause_s,
+                outage_wait_s=actors.reward_outage_s,
             ),
             cursor_file=run_dir / "actors" / f"{self.actor_id}.cursor.json",
         )

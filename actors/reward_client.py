@@ -52,10 +52,12 @@ class RewardOutcome:
     status: RewardStatus
     scores: dict[str, float]
     error: str | None
+    # True when no server verdict exists: the request itself failed (unreachable, 5xx, deadline).
+    transport_failure: bool = False
 
     @classmethod
-    def failed(cls, error: str, status: RewardStatus = "error") -> "RewardOutcome":
-        return cls(None, status, {}, error)
+    def failed(cls, error: str, status: RewardStatus = "error", transport: bool = False) -> "RewardOutcome":
+        return cls(None, status, {}, error, transport)
 
 
 @dataclass
@@ -115,7 +117,7 @@ class RewardClient:
             failure = await self._post_with_retries(body, deadline)
         if isinstance(failure, RequestFailure):
             self.stats.failed_requests += 1
-            return [RewardOutcome.failed(failure.message, failure.status)] * len(chunk)
+            return [RewardOutcome.failed(failure.message, failure.status, transport=True)] * len(chunk)
         return parse_results(failure, len(chunk))
 
     async def _post_with_retries(self, body: dict[str, Any], deadline: float) -> "dict | RequestFailure":

@@ -66,6 +66,7 @@ class RolloutSettings:
     high_water: int
     item_retries: int = 1
     pause_s: float = 0.5
+    outage_wait_s: float = 300.0
 
 
 @dataclass
@@ -79,6 +80,7 @@ class RolloutStats:
     generate_seconds: float = 0.0
     items_failed: int = 0
     items_rescored: int = 0
+    outage_waits: int = 0
     weight_loads: int = 0
     pauses_backpressure: int = 0
     pauses_stale: int = 0
@@ -224,6 +226,7 @@ class RolloutWorker:
     def _rescore_failed(self, batch: PendingBatch, outcomes: list[RewardOutcome]) -> list[RewardOutcome]:
         outcomes = list(outcomes)
         items = _items(batch.prompts, batch.samples)
+        outcomes = self._wait_out_outage(items, outcomes)
         for _ in range(self.settings.item_retries):
             failed = [index for index, outcome in enumerate(outcomes) if outcome.status != "ok"]
             if not failed:
@@ -233,6 +236,24 @@ class RolloutWorker:
             for index, outcome in zip(failed, retried, strict=True):
                 outcomes[index] = outcome
         self.stats.items_failed += sum(outcome.status != "ok" for outcome in outcomes)
+        return outcomes
+
+    def _wait_out_outage(self, items: list[RewardItem], outcomes: list[RewardOutcome]) -> list[RewardOutcome]:
+        """While every item failed for lack of a server answer (down, restarting, overloaded), hold the
+        batch and try again with growing pauses, up to `outage_wait_s`: an outage should cost time,
+        not the batch (nor a run through the prompt set dead-lettering everything)."""
+        waited, pause = 0.0, self.settings.pause_s
+        while (
+            outcomes and all(o.transport_failure for o in outcomes) and waited < self.settings.outage_wait_s
+        ):
+            if waited == 0:
+                log.warning("%s: reward server unavailable (%s); holding the batch", self.settings.actor_id,
+                            outcomes[0].error)  # fmt: skip
+            self.stats.outage_waits += 1
+            time.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 10.0)
+            outcomes = list(self.scoring.submit(items).result())
         return outcomes
 
     def _dead_letter(

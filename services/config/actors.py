@@ -70,6 +70,10 @@ class ActorsConfig(Section):
     """Times the items whose reward failed are scored again before their group is dead-lettered
     (`<run_dir>/dead_letter/<actor>.jsonl`) instead of pushed."""
 
+    reward_outage_s: float = Field(300.0, ge=0)
+    """How long an actor holds a batch whose reward calls all failed for lack of a server answer
+    (unreachable, 5xx, deadline), retrying with growing pauses, before it dead-letters the batch."""
+
     pause_s: float = Field(0.5, gt=0)
     """How long an actor waits before checking again while the buffer's backlog is at its high-water
     mark or its weights are more than `buffer.max_staleness` versions behind the learner."""

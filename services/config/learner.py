@@ -33,7 +33,14 @@ class LearnerConfig(Section):
     """Token budget of one micro-batch; a step accumulates gradients over as many as it needs."""
 
     num_ranks: int = Field(1, ge=1)
-    """Data-parallel learner ranks (gloo on CPU, NCCL on GPU)."""
+    """Data-parallel learner ranks (gloo on CPU, NCCL on GPU). Above 1 the ranks are Ray actors; rank 0
+    samples each batch and shares it, and every rank trains on whole groups of it."""
+
+    rank_cpus: float = Field(1.0, ge=0)
+    """CPUs Ray reserves for each learner rank (with `num_ranks` > 1)."""
+
+    rank_gpus: float = Field(0.0, ge=0)
+    """GPUs Ray reserves for each learner rank (with `num_ranks` > 1); 0 trains on the CPU over gloo."""
 
     sync_every: int = Field(1, ge=1)
     """Publish weights to the actors (policy version + 1) every this many steps."""
@@ -43,6 +50,11 @@ class LearnerConfig(Section):
 
     eval_every: int = Field(10, ge=1)
     """Score the held-out prompts every this many steps (and at the start)."""
+
+    wait_for_fresh: bool = True
+    """Wait before each step until the buffer holds the batch's on-policy share of fresh groups
+    (`buffer.on_policy_fraction * batch_groups`). False: replayed and offline groups fill in at once,
+    so the learner never waits, but when it outpaces the actors it trains mostly on replay."""
 
     bad_data: Literal["skip", "error"] = "skip"
     """On an empty completion, a group of size 1 or a non-finite reward: skip the group (counted

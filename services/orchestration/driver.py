@@ -21,7 +21,7 @@ from services.buffer import open_buffer
 from services.config import TandemConfig
 from services.orchestration.plot import plot_reward_curve
 from services.orchestration.progress import Progress
-from services.orchestration.run_files import RunRecorder, write_resolved_config
+from services.orchestration.run_files import RunRecorder, write_json, write_resolved_config
 from services.orchestration.supervisor import Supervisor
 from services.weight_sync import open_publisher
 
@@ -87,6 +87,7 @@ def train(config: TandemConfig, resume: bool = False, progress: bool | None = No
         )
         log.info("run ends (%s) at step %d", supervisor.stopped_by, learner.state.step)
         supervisor.final_eval()
+        write_json(run_dir / "actors.json", pool.stats())  # throughput, pauses, failures, restarts
         plot_reward_curve(run_dir)
         return TrainResult(
             run_dir,

@@ -94,6 +94,10 @@ class RunRecorder:
             self._tensorboard.close()
 
 
+def write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []

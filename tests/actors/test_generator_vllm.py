@@ -31,6 +31,7 @@ def actor_config(model: Path, run_dir: Path, reward_url: str) -> TandemConfig:
                 "max_tokens": 6,
                 "train_prompts": str(model / "prompts" / "train.jsonl"),
                 "pause_s": 0.05,
+                "reward_outage_s": 0.2,
             },
             "reward": {"url": reward_url, "scorers": [ARITHMETIC_SCORER], "client_retries": 1},
             "weight_sync": {"transport": "filesystem"},

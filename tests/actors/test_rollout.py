@@ -7,6 +7,8 @@ then dead-lettered, never pushed; the actor pauses on backpressure and on stale 
 cursor survives a restart.
 """
 
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -95,6 +97,7 @@ def make_worker(
     high_water: int = 100,
     max_staleness: int = 2,
     engine: ScriptedEngine | None = None,
+    outage_wait_s: float = 0.05,
 ) -> RolloutWorker:
     client = RewardClient(url, retries=1, backoff_s=0.01, timeout_s=10)
     return RolloutWorker(
@@ -113,6 +116,7 @@ def make_worker(
             high_water=high_water,
             item_retries=1,
             pause_s=0.01,
+            outage_wait_s=outage_wait_s,
         ),
         cursor_file=tmp_path / "actor-0.cursor.json",
     )
@@ -216,6 +220,23 @@ def test_an_unreachable_reward_server_dead_letters_everything(tmp_path: Path, lo
     assert worker.buffer.stats().backlog == 0
     letters = read_dead_letters(tmp_path / "dead_letter")
     assert len(letters) == 3 and all("unreachable" in letter["reason"] for letter in letters)
+
+
+def test_a_reward_server_outage_holds_the_batch_until_it_is_back(tmp_path: Path, loop) -> None:  # type: ignore[no-untyped-def]
+    from reward_server.app import create_app
+    from services.embedded_server import free_port
+
+    port = free_port()
+    worker = make_worker(tmp_path, f"http://127.0.0.1:{port}", loop, outage_wait_s=60)
+    worker.step()
+    finished = threading.Thread(target=worker.drain)
+    finished.start()
+    time.sleep(1.0)  # the batch is held while nothing answers on the port
+    assert finished.is_alive() and worker.stats.outage_waits >= 1
+    with serve(create_app(RewardConfig()), port=port):
+        finished.join(timeout=30)
+    assert not finished.is_alive()
+    assert worker.buffer.stats().backlog == 3 and worker.stats.groups_dead_lettered == 0
 
 
 def test_backpressure_pauses_generation_until_the_learner_consumes(

@@ -1,6 +1,7 @@
 """Faults a long run must survive, on the real loop (vLLM actor under Ray, DeepSpeed learner):
 a generator actor killed mid-run, and the reward server killed and restarted mid-run."""
 
+import json
 import os
 import signal
 import subprocess
@@ -136,11 +137,10 @@ def test_a_reward_server_restart_costs_retries_not_silent_zeros(
         ray.shutdown()
         os.killpg(server.pid, signal.SIGKILL)
     assert result.steps == 40
-    letters = read_dead_letters(run_dir / "dead_letter")
-    print(f"\n{len(letters)} groups dead-lettered while the reward server was down")
-    assert letters and all(
-        "unreachable" in letter["reason"] or "deadline" in letter["reason"] for letter in letters
-    )
-    assert all(sample["reward"] is None for letter in letters for sample in letter["samples"])
+    (actor,) = json.loads((run_dir / "actors.json").read_text())
+    print(f"\nreward outage: actor stats {actor}")
+    # The batch in flight during the outage was held and scored once the server was back.
+    assert actor["outage_waits"] > 0 and actor["reward_client"]["retries"] > 0
+    assert actor["groups_dead_lettered"] == 0 and not read_dead_letters(run_dir / "dead_letter")
     # Every trained group was really scored: the learner saw only finite rewards from the server.
     assert all(row["reward_mean"] is not None for row in read_jsonl(run_dir / "metrics.jsonl"))
