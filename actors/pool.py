@@ -27,7 +27,7 @@ class RemoteGenerator:
         self.generator = Generator(TandemConfig.model_validate_json(config_json), index)
 
     def ready(self) -> dict[str, object]:
-        return self.generator.ready()
+        return self.generator.ready() | {"node_id": ray.get_runtime_context().get_node_id()}
 
     def run(self, max_batches: int | None = None) -> dict[str, object]:
         return self.generator.run(max_batches)
@@ -55,6 +55,7 @@ class GeneratorPool:
                 namespace=NAMESPACE,
                 num_cpus=actors.num_cpus,
                 num_gpus=actors.num_gpus,
+                resources=dict(actors.resources) or None,
                 max_restarts=actors.max_restarts,
                 # Threads, so stop() and stats() are answered while run() loops.
                 max_concurrency=4,

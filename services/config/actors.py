@@ -54,6 +54,10 @@ class ActorsConfig(Section):
     num_gpus: float = Field(0.0, ge=0)
     """GPUs Ray reserves for each actor (0 on CPU machines)."""
 
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources each actor needs, e.g. `{generator_node: 1}` to place actors only on
+    nodes started with `ray start --resources='{"generator_node": 8}'`."""
+
     tensor_parallel_size: int = Field(1, ge=1)
     """vLLM tensor-parallel degree inside one actor."""
 

@@ -70,7 +70,8 @@ def train(config: TandemConfig, resume: bool = False, progress: bool | None = No
         cleanup.callback(pool.shutdown)
         cleanup.callback(pool.stop, 60.0)
         log.info("waiting for %d generator actor(s) to start", config.actors.num_actors)
-        pool.wait_ready()
+        for ready in pool.wait_ready():
+            recorder.record_event({"event": "actor_ready"} | ready)
         if config.run.mode == "async":
             pool.start()
         supervisor.request_eval(learner.state.step)

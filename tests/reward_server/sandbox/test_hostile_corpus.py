@@ -1,0 +1,207 @@
+"""The hostile corpus through `unit_tests`: every attack scores 0, the host is unchanged, no sandbox
+process outlives its run, and the scorer still scores honest code correctly afterwards.
+
+A second test removes the harness's in-process defences and checks that the `forges` cases then
+do score: the corpus's attacks are real, so the first test cannot pass by them being broken.
+"""
+
+import asyncio
+import hashlib
+import os
+import shutil
+import socket
+import sys
+import sysconfig
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sandbox_hostile_corpus import CASES, SECRET_TEXT, TEST, HostileCase
+from sandbox_support import running_sandboxes
+
+from reward_server.sandbox import runner
+from reward_server.scorers.base import ScoreItem, ScorerResult
+from reward_server.scorers.unit_tests import UnitTestsScorer
+from services.config.reward import UnitTestsScorerConfig
+
+ROOT = Path(__file__).resolve().parents[3]
+HONEST = "def f(x):\n    return 3 * x + 1\n"
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+
+
+class HostServer:
+    """A TCP server on the host's loopback that counts the connections it accepts."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@dataclass
+class Host:
+    """What the corpus attacks on the host, outside /tmp (the sandbox has a /tmp of its own)."""
+
+    dir: Path
+    server: HostServer
+
+    @property
+    def secret(self) -> Path:
+        return self.dir / "config.yaml"
+
+    @property
+    def sentinel(self) -> Path:
+        return self.dir / "sentinel.txt"
+
+    @property
+    def victim_dir(self) -> Path:
+        return self.dir / "victim"
+
+    def fill(self, code: str) -> str:
+        """The case's code with its placeholders replaced by this host's paths."""
+        base = Path(sys.base_prefix)
+        values = {
+            "secret": self.secret,
+            "sentinel": self.sentinel,
+            "victim_dir": self.victim_dir,
+            "host_dir": self.dir,
+            "root": ROOT,
+            "port": self.server.port,
+            "site_packages": sysconfig.get_path("purelib", vars={"base": base, "platbase": base}),
+            "server_pid": os.getpid(),
+        }
+        for key, value in values.items():
+            code = code.replace("{" + key + "}", str(value))
+        return code
+
+    def snapshot(self) -> dict[str, str]:
+        """Digest of every file under the host dir, keyed by relative path."""
+        files = sorted(path for path in self.dir.rglob("*") if path.is_file())
+        return {str(path.relative_to(self.dir)): digest(path) for path in files}
+
+
+@pytest.fixture
+def host() -> Iterator[Host]:
+    # In the repository, as a server's config would be: a real host path the sandbox must not see.
+    for stale in ROOT.glob(".sandbox-test-host-*"):  # left by a test run that was killed
+        if not Path("/proc", stale.name.rpartition("-")[2]).exists():
+            shutil.rmtree(stale, ignore_errors=True)
+    directory = ROOT / f".sandbox-test-host-{os.getpid()}"
+    directory.mkdir()
+    server = HostServer()
+    host = Host(directory, server)
+    host.secret.write_text(f"auth_token: {SECRET_TEXT}\n")
+    host.sentinel.write_text("must survive")
+    host.victim_dir.mkdir()
+    try:
+        yield host
+    finally:
+        server.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def score_cases(scorer: UnitTestsScorer, host: Host, cases: list[HostileCase]) -> dict[str, ScorerResult]:
+    items = [ScoreItem(prompt="", completion=host.fill(case.code), tests=[case.test]) for case in cases]
+    return dict(zip([case.name for case in cases], asyncio.run(scorer.score(items)), strict=True))
+
+
+def corpus_scorer() -> UnitTestsScorer:
+    config = UnitTestsScorerConfig(
+        name="unit_tests", timeout_s=3.0, cpu_seconds=1, max_concurrency=4, prepend_prompt=False
+    )
+    return UnitTestsScorer(config)
+
+
+def test_the_corpus_is_big_and_covers_every_kind_of_attack() -> None:
+    assert len(CASES) >= 25
+    assert len({case.name for case in CASES}) == len(CASES)
+    assert sum(case.forges for case in CASES) >= 5
+
+
+def test_every_attack_scores_zero_and_the_host_is_unchanged(host: Host) -> None:
+    scorer = corpus_scorer()
+    python = Path(scorer.command.interpreter.executable)
+    before = {"files": host.snapshot(), "python": digest(python)}
+    # Honest items ride along in the same batch: a sandbox broken by the attacks would fail them.
+    honest = [
+        HostileCase("honest", HONEST),
+        HostileCase("honest_two_line_test", HONEST, test="result = f(2)\nassert result == 7"),
+        HostileCase("honest_uses_abs", HONEST, test="assert abs(f(2)) == 7"),
+    ]
+
+    scored = score_cases(scorer, host, [*CASES, *honest])
+
+    assert {
+        name: scored.pop(name).score for name in ["honest", "honest_two_line_test", "honest_uses_abs"]
+    } == {
+        "honest": 1.0,
+        "honest_two_line_test": 1.0,
+        "honest_uses_abs": 1.0,
+    }
+    leaks = {name: result for name, result in scored.items() if result.score != 0.0}
+    assert leaks == {}, f"attacks that scored (or broke the sandbox): {leaks}"
+    # The host: files intact, nothing written, no connection reached the host server, we live.
+    assert host.snapshot() == before["files"]
+    assert digest(python) == before["python"]
+    assert not Path("/usr/pwned").exists()
+    assert host.server.accepted == 0
+    assert running_sandboxes() == []
+    # The resource attacks were killed (and counted), not waited out.
+    # (Which limit ends a CPU loop first, RLIMIT_CPU or the clock, depends on the host's load.)
+    assert scorer.kills["timeout"] >= 2  # the sleep loop and the sleeping thread bomb
+    assert scorer.kills["cpu_limit"] + scorer.kills["timeout"] >= 4  # + the CPU loop, the recursion
+    assert scorer.kills["output_limit"] >= 1
+    assert scorer.kills["signal"] >= 1  # the C stack overflow's SIGSEGV
+
+    # The same scorer keeps working after the corpus.
+    after = asyncio.run(
+        scorer.score(
+            [
+                ScoreItem(prompt="", completion=code, tests=[TEST])
+                for code in (HONEST, "def f(x):\n    return 0\n")
+            ]
+        )
+    )
+    assert [result.score for result in after] == [1.0, 0.0]
+
+
+def test_the_forging_attacks_work_without_the_harness_defences(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = runner.HARNESS_SOURCE
+    for defence, removed in [
+        ("    _install_guard()\n", "    pass\n"),
+        ('(ns.__setitem__, "__builtins__", test_builtins), ', ""),
+    ]:
+        assert source.count(defence) == 1, f"the harness no longer contains {defence!r}"
+        source = source.replace(defence, removed)
+    monkeypatch.setattr(runner, "HARNESS_SOURCE", source)
+    forgers = [case for case in CASES if case.forges]
+
+    scored = score_cases(corpus_scorer(), host, forgers)
+
+    assert {name: result.score for name, result in scored.items()} == {case.name: 1.0 for case in forgers}
