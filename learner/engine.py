@@ -6,6 +6,9 @@ gradient clipping come from `LearnerConfig`. A step may span a variable number o
 """
 
 import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +19,16 @@ from services.config.learner import LearnerConfig
 
 
 def init_distributed() -> None:
-    """Join (or, for a lone process, create) the torch.distributed group DeepSpeed needs, even for 1 rank."""
+    """Join the torch.distributed group DeepSpeed needs, from RANK, WORLD_SIZE, MASTER_ADDR/PORT
+    (ranks.py or a launcher sets them); a lone process makes a group of one on a free port, so two
+    single-rank learners on one machine do not collide on a fixed default port."""
     if torch.distributed.is_initialized():
         return
-    for key, value in {
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": "29500",
-        "RANK": "0",
-        "WORLD_SIZE": "1",
-    }.items():
-        os.environ.setdefault(key, value)
+    if "WORLD_SIZE" not in os.environ:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1")
     os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
     backend = "nccl" if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu" else "gloo"
     deepspeed.init_distributed(dist_backend=backend)
@@ -82,6 +85,28 @@ def backward(engine: Any, loss: torch.Tensor) -> None:
 def grad_norm(engine: Any) -> float:
     norm = engine.get_global_grad_norm()
     return float(norm) if norm is not None else float("nan")
+
+
+@contextmanager
+def full_parameters(engine: Any) -> Iterator[None]:
+    """Inside, `engine.module` holds whole parameters on every rank (for publishing and the HF export).
+
+    ZeRO-3 partitions the parameters themselves, so they are gathered (a collective: every rank must
+    enter); stages 0-2 keep whole parameters on every rank already."""
+    if engine.zero_optimization_stage() == 3:
+        context: Any = deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None)
+    else:
+        context = nullcontext()
+    with context:
+        yield
+
+
+def optimizer_steps(engine: Any) -> int:
+    """Adam's step count as the optimizer state holds it (0 for a fresh optimizer): shows a resume
+    restored the optimizer, not only the weights. ZeRO wraps the torch optimizer; stage 0 does not."""
+    inner = engine.optimizer.optimizer if hasattr(engine.optimizer, "optimizer") else engine.optimizer
+    steps = [state["step"] for state in inner.state.values() if "step" in state]
+    return int(max(steps)) if steps else 0
 
 
 def save_state(engine: Any, directory: Path, tag: str, client_state: dict[str, Any]) -> None:

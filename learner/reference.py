@@ -1,7 +1,7 @@
 """The frozen reference model: separate weights, no optimizer state, log-probs cached per sample.
 
-A group replayed many times costs one reference forward pass: the cache key is (group id, sample index),
-which the buffer keeps stable for a group's whole life.
+A group replayed many times costs one reference forward pass: the cache key is (group id, sample index,
+hash of the row's tokens), which stays the same for a group's whole life in the buffer.
 """
 
 from pathlib import Path
@@ -11,6 +11,8 @@ from transformers import AutoModelForCausalLM
 
 from learner.logprobs import completion_logprobs
 from services.schemas import TrainBatch
+
+RowKey = tuple[str, int, int]  # group id, sample index, hash of the row's tokens (step.row_keys)
 
 
 class ReferenceModel:
@@ -24,25 +26,31 @@ class ReferenceModel:
         self.device = torch.device(device)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
         self.model.requires_grad_(False)
-        self.cache: dict[tuple[str, int], float] = {}
+        self.cache: dict[RowKey, float] = {}
         self.cache_size = cache_size
         self.hits = self.misses = 0
 
     @torch.no_grad()
-    def logprobs(self, batch: TrainBatch, keys: list[tuple[str, int]]) -> torch.Tensor:
-        """[B] reference log-probs of the batch's rows (`keys[i]` identifies row i)."""
-        missing = [row for row, key in enumerate(keys) if key not in self.cache]
+    def logprobs(
+        self, batch: TrainBatch, keys: list[RowKey], rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[R] reference log-probs of the batch's `rows` (default: all); `keys[i]` identifies `rows[i]`."""
+        indices = list(range(batch.input_ids.shape[0])) if rows is None else rows.tolist()
+        if len(keys) != len(indices):
+            raise ValueError(f"{len(keys)} cache keys for {len(indices)} rows")
+        missing = [i for i, key in enumerate(keys) if key not in self.cache]
         if missing:
-            rows = torch.tensor(missing)
+            selected = torch.tensor([indices[i] for i in missing])
+            width = int(batch.attention_mask[selected].sum(dim=1).max())  # right-padded: trim the rest
             values = completion_logprobs(
                 self.model,
-                batch.input_ids[rows].to(self.device),
-                batch.attention_mask[rows].to(self.device),
-                batch.completion_mask[rows].to(self.device),
+                batch.input_ids[selected, :width].to(self.device),
+                batch.attention_mask[selected, :width].to(self.device),
+                batch.completion_mask[selected, :width].to(self.device),
             ).cpu()
             if len(self.cache) + len(missing) > self.cache_size:
                 self.cache.clear()  # simple and bounded; a miss only costs a forward pass
-            self.cache.update((keys[row], float(value)) for row, value in zip(missing, values, strict=True))
+            self.cache.update((keys[i], float(value)) for i, value in zip(missing, values, strict=True))
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
-        return torch.tensor([self.cache[key] for key in keys], dtype=torch.float32)
+        return torch.tensor([self.cache[key] for key in keys], dtype=torch.float64)

@@ -1,11 +1,17 @@
-"""The learner's main loop: sample a mixed batch -> log-probs -> loss -> step -> ack -> publish ->
-metrics -> checkpoint. Everything it talks to comes in through narrow seams (buffer, publisher, sink).
+"""The learner's main loop: sample a mixed batch -> share it with the ranks -> log-probs -> loss -> step
+-> ack -> publish -> metrics -> checkpoint. Everything it talks to comes in through narrow seams
+(buffer, publisher, sink).
+
+With several data-parallel ranks every rank runs this same loop; rank 0 (the leader) alone samples,
+acks, publishes and reports, and its batch reaches the others through `share_groups` (a stop request
+travels the same way), so the ranks never disagree about what to do next.
 """
 
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +20,12 @@ from transformers import AutoModelForCausalLM
 
 from learner import engine as ds
 from learner.checkpoint import LearnerState, load_checkpoint, save_checkpoint
+from learner.data_parallel import Ranks, broadcast_int, order_for_ranks, share_groups
 from learner.reference import ReferenceModel
 from learner.step import screen_groups, train_step
 from services.buffer import ExperienceBuffer, SampledBatch
 from services.config import TandemConfig
-from services.schemas import build_train_batch
+from services.schemas import ScoredGroup, build_train_batch
 from services.weight_sync import WeightPublisher
 
 log = logging.getLogger(__name__)
@@ -27,90 +34,183 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 class Learner:
+    """One learner rank. `buffer` and `publisher` are the leader's (rank 0); other ranks pass None."""
+
     def __init__(
         self,
         config: TandemConfig,
-        buffer: ExperienceBuffer,
-        publisher: WeightPublisher,
+        buffer: ExperienceBuffer | None,
+        publisher: WeightPublisher | None,
         sink: MetricsSink = lambda metrics: None,
         resume: bool = False,
     ):
         self.config = config
-        self.buffer = buffer
-        self.publisher = publisher
         self.sink = sink
         dtype = DTYPES[config.model.dtype]
         policy = AutoModelForCausalLM.from_pretrained(config.model.path, dtype=dtype)
         self.pad_token_id = int(policy.config.pad_token_id if policy.config.pad_token_id is not None else 0)
         self.engine = ds.create_engine(policy, config.learner)
+        self.ranks = Ranks.current()
+        if self.ranks.leader and (buffer is None or publisher is None):
+            raise ValueError("learner rank 0 needs the experience buffer and the weight publisher")
+        self.buffer, self.publisher = buffer, publisher
         self.reference = ReferenceModel(
             config.model.ref_path or config.model.path, dtype=dtype, device=self.engine.device
         )
-        self.state = (load_checkpoint(self.engine, config.run.run_dir) if resume else None) or LearnerState()
+        self.state = LearnerState()
+        self.checkpointed_step = 0
         self.skipped: Counter[str] = Counter()
         # RLOO without importance weights is on-policy only: it never trains on replayed groups.
         self.on_policy_only = (
             config.algorithm.name == "rloo" and config.algorithm.importance_sampling == "none"
         )
-        self.buffer.recover()  # deliveries a previous learner took but never acked come back first
+        restored = load_checkpoint(self.engine, config.run.run_dir) if resume else None
+        if restored is not None:
+            path, self.state = restored
+            self.checkpointed_step = self.state.step
+            self.report(
+                event="resumed", checkpoint=str(path), step=self.state.step,
+                policy_version=self.state.policy_version, optimizer_steps=ds.optimizer_steps(self.engine),
+            )  # fmt: skip
+        if self.buffer is not None:
+            self.buffer.recover()  # deliveries a previous learner took but never acked come back first
 
-    def run(self, should_stop: Callable[[], bool] = lambda: False) -> LearnerState:
-        if self.state.step == 0 and self.state.policy_version == 0:
-            self.publish()  # version 0 = the initial weights, so actors start from what the learner has
-        while self.state.step < self.config.learner.max_steps and not should_stop():
-            sampled = self.sample_batch(should_stop)
-            if sampled is None:
-                break
-            metrics = self.train(sampled)
-            self.buffer.ack(sampled.delivery_ids)
+    def run(
+        self, should_stop: Callable[[], bool] = lambda: False, checkpoint_at_end: bool = True
+    ) -> LearnerState:
+        """Train until `learner.max_steps` or until `should_stop` (asked on the leader) says so; then
+        checkpoint the last step unless it is already (`checkpoint_at_end=False` is for callers that
+        run a step at a time and checkpoint when they are done)."""
+        self.announce_weights()
+        while self.state.step < self.config.learner.max_steps:
+            started = time.perf_counter()
+            sampled = self.sample_batch(should_stop) if self.ranks.leader else None
+            waited = time.perf_counter() - started
+            groups = share_groups(None if sampled is None else sampled.groups, self.ranks, self.engine.device)
+            if groups is None:
+                break  # the leader was asked to stop
+            metrics = self.train(groups)
+            if self.buffer is not None and sampled is not None:
+                self.buffer.ack(sampled.delivery_ids)
             self.state.step += 1
             if self.state.step % self.config.learner.sync_every == 0:
-                self.publish()
-            self.sink(metrics | {"step": self.state.step, "policy_version": self.state.policy_version})
+                metrics["publish_time_s"] = self.publish(self.state.policy_version + 1)
+            if sampled is not None:
+                self.report(
+                    **metrics, **batch_metrics(sampled), skipped=dict(self.skipped), sample_wait_s=waited,
+                    iteration_time_s=time.perf_counter() - started,
+                )  # fmt: skip
             if self.state.step % self.config.learner.checkpoint_every == 0:
                 self.checkpoint()
+        if checkpoint_at_end and self.state.step > self.checkpointed_step:
+            self.checkpoint()
         return self.state
 
     def sample_batch(self, should_stop: Callable[[], bool], poll_s: float = 0.05) -> SampledBatch | None:
-        """The next batch with at least one usable group; waits while the buffer has none."""
+        """The leader's next batch with at least one usable group; waits while the buffer has none."""
+        assert self.buffer is not None, "only the leader samples"
         while not should_stop():
+            if not self.fresh_quota_met():
+                time.sleep(poll_s)
+                continue
             sampled = self.buffer.sample(
                 self.config.learner.batch_groups, self.state.policy_version, self.on_policy_only
             )
             good, skipped = screen_groups(sampled.groups, self.config.learner.bad_data == "error")
             self.skipped.update(skipped)
             if good:
-                return SampledBatch(
-                    good, sampled.delivery_ids, sampled.num_fresh, sampled.num_replayed,
-                    sampled.stale_moved, sampled.stale_dropped, sampled.staleness,
-                )  # fmt: skip
+                return keep_groups(sampled, good)
             if sampled.delivery_ids:
                 self.buffer.ack(sampled.delivery_ids)  # all unusable: settled, not redelivered forever
             time.sleep(poll_s)
         return None
 
-    def train(self, sampled: SampledBatch) -> dict[str, Any]:
-        batch = build_train_batch(sampled.groups, self.pad_token_id)
+    def fresh_quota_met(self) -> bool:
+        """With `learner.wait_for_fresh`, whether the buffer holds the batch's on-policy share of
+        fresh groups, so the learner does not outrun the actors by training on replay alone."""
+        if not self.config.learner.wait_for_fresh or self.buffer is None:
+            return True
+        fraction = 1.0 if self.on_policy_only else self.config.buffer.on_policy_fraction
+        quota = round(fraction * self.config.learner.batch_groups)
+        return quota == 0 or self.buffer.stats().backlog >= quota
+
+    def train(self, groups: list[ScoredGroup]) -> dict[str, Any]:
+        """One optimizer step on the global batch `groups` (every rank calls it with the same groups)."""
+        ordered, shard = order_for_ranks(groups, self.ranks)
+        batch = build_train_batch(ordered, self.pad_token_id)
         learner = self.config.learner
         lr = ds.warmup_lr(learner, self.state.step)
+        hits, misses = self.reference.hits, self.reference.misses
         metrics = train_step(
-            self.engine, self.reference, batch, self.config.algorithm, learner.micro_batch_tokens, lr
+            self.engine, self.reference, batch, self.config.algorithm, learner.micro_batch_tokens, lr, shard
         )
-        return metrics | {
-            "on_policy_fraction": sampled.on_policy_fraction,
-            "staleness_histogram": dict(Counter(sampled.staleness)),
-            "stale_moved": sampled.stale_moved,
-            "stale_dropped": sampled.stale_dropped,
-            "skipped": dict(self.skipped),
-        }
+        looked_up = self.reference.hits - hits + self.reference.misses - misses
+        metrics["reference_cache_hit_rate"] = (self.reference.hits - hits) / max(1, looked_up)
+        return metrics
 
-    def publish(self) -> None:
+    def announce_weights(self) -> None:
+        """Before the first step, publish what the actors must start from. A fresh run publishes its
+        initial weights as version 0. A resumed run whose lost steps published versions after its
+        checkpoint (the buffer holds the last version announced) publishes its restored weights
+        under the next version: a version must name one set of weights, and those were lost."""
+        announced = self.buffer.learner_version() if self.buffer is not None else 0
+        announced = broadcast_int(announced, self.ranks, self.engine.device)
+        if self.state.step == 0 and self.state.policy_version == 0 and announced == 0:
+            self.publish(0)
+        elif announced > self.state.policy_version:
+            self.report(event="republished", lost_versions=announced - self.state.policy_version)
+            self.publish(announced + 1)
+
+    def publish(self, version: int) -> float:
+        """Publish the weights as `version` (the leader sends; every rank enters, for ZeRO-3's gather);
+        returns the seconds it took."""
         started = time.perf_counter()
-        version = self.state.policy_version + (0 if self.state.step == 0 else 1)
-        self.publisher.publish(self.engine.module.state_dict(), version)
+        with ds.full_parameters(self.engine):
+            if self.publisher is not None and self.buffer is not None:
+                # Announce first: after a crash in between, the buffer's version is never behind what
+                # actors may hold, which `announce_weights` relies on.
+                self.buffer.set_learner_version(version)
+                self.publisher.publish(self.engine.module.state_dict(), version)
         self.state.policy_version = version
-        self.buffer.set_learner_version(version)
-        log.info("published weights v%d in %.3f s", version, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        log.info("published weights v%d in %.3f s", version, elapsed)
+        return elapsed
 
     def checkpoint(self) -> Path:
-        return save_checkpoint(self.engine, self.state, self.config.run.run_dir, Path(self.config.model.path))
+        path = save_checkpoint(
+            self.engine, self.state, self.config.run.run_dir, Path(self.config.model.path), self.ranks.leader
+        )
+        self.checkpointed_step = self.state.step
+        if self.ranks.leader:
+            log.info("checkpoint %s (policy version %d)", path, self.state.policy_version)
+        return path
+
+    def report(self, **record: Any) -> None:
+        """A metrics record from the leader, stamped with the step and policy version."""
+        if self.ranks.leader:
+            self.sink(record | {"step": self.state.step, "policy_version": self.state.policy_version})
+
+
+def keep_groups(sampled: SampledBatch, good: list[ScoredGroup]) -> SampledBatch:
+    """`sampled` restricted to the `good` groups, its counts and staleness list kept consistent."""
+    kept = {id(group) for group in good}
+    keep = [index for index, group in enumerate(sampled.groups) if id(group) in kept]
+    return replace(
+        sampled,
+        groups=[sampled.groups[index] for index in keep],
+        num_fresh=sum(index < sampled.num_fresh for index in keep),
+        num_replayed=sum(index >= sampled.num_fresh for index in keep),
+        staleness=[sampled.staleness[index] for index in keep] if sampled.staleness else [],
+    )
+
+
+def batch_metrics(sampled: SampledBatch) -> dict[str, Any]:
+    """What the batch was made of: fresh vs replayed, and how far behind the learner its groups were."""
+    return {
+        "on_policy_fraction": sampled.on_policy_fraction,
+        "num_fresh": sampled.num_fresh,
+        "num_replayed": sampled.num_replayed,
+        "staleness_histogram": dict(sorted(Counter(sampled.staleness).items())),
+        "stale_moved": sampled.stale_moved,
+        "stale_dropped": sampled.stale_dropped,
+    }

@@ -6,7 +6,9 @@ arbitrary micro-batches. The loss depends on the parameters only through the per
   2. loss on a leaf copy of logp -> c_i = dLoss/dlogp_i (exact, whole batch, all groups);
   3. forward each micro-batch with gradients and back-propagate sum_i c_i * logp_i.
 The accumulated gradient equals the full-batch gradient (chain rule) at the cost of one extra forward
-pass, which is skipped when the batch fits one micro-batch.
+pass, which is skipped when the batch fits one micro-batch (its graph is kept through step 2).
+With several data-parallel ranks the same holds across ranks: each computes its own rows' log-probs,
+step 2 runs on the all-gathered rows of the global batch (see data_parallel.py).
 """
 
 import math
@@ -18,8 +20,9 @@ import torch
 
 from learner import engine as ds
 from learner.algorithms import LOSSES
+from learner.data_parallel import Shard, gather_rows
 from learner.logprobs import completion_logprobs
-from learner.reference import ReferenceModel
+from learner.reference import ReferenceModel, RowKey
 from services.config.learner import AlgorithmConfig
 from services.schemas import ScoredGroup, TrainBatch
 
@@ -53,27 +56,36 @@ def screen_groups(
     return kept, skipped
 
 
-def row_keys(batch: TrainBatch) -> list[tuple[str, int]]:
-    """(group id, sample index) of each row; rows of a group are contiguous in a TrainBatch."""
-    keys, seen = [], Counter[int]()
-    for index in batch.group_index.tolist():
-        keys.append((batch.group_ids[index], seen[index]))
+def row_keys(batch: TrainBatch) -> list[RowKey]:
+    """(group id, sample index, hash of the row's tokens) of each row: the reference cache's key.
+    The hash keeps rows of groups that share an id apart (ingested offline groups are named by
+    source and prompt, so the same prompt ingested twice shares one)."""
+    keys: list[RowKey] = []
+    seen = Counter[int]()
+    lengths = batch.attention_mask.sum(dim=1).tolist()
+    for row, (index, length) in enumerate(zip(batch.group_index.tolist(), lengths, strict=True)):
+        tokens = batch.input_ids[row, :length].numpy().tobytes()
+        keys.append((batch.group_ids[index], seen[index], hash(tokens)))
         seen[index] += 1
     return keys
 
 
-def plan_micro_batches(batch: TrainBatch, token_budget: int) -> list[torch.Tensor]:
-    """Consecutive rows whose padded size (rows x longest row) fits the budget; a longer row goes alone."""
-    lengths = batch.attention_mask.sum(dim=1).tolist()
+def plan_micro_batches(
+    batch: TrainBatch, token_budget: int, rows: torch.Tensor | None = None
+) -> list[torch.Tensor]:
+    """Consecutive `rows` (default: all) whose padded size (rows x longest row) fits the budget; a
+    longer row goes alone. Returns global row indices."""
+    rows = torch.arange(batch.input_ids.shape[0]) if rows is None else rows
+    lengths = batch.attention_mask[rows].sum(dim=1).tolist()
     plans: list[list[int]] = [[]]
     longest = 0
-    for row, length in enumerate(lengths):
+    for row, length in zip(rows.tolist(), lengths, strict=True):
         if plans[-1] and (len(plans[-1]) + 1) * max(longest, length) > token_budget:
             plans.append([])
             longest = 0
         plans[-1].append(row)
         longest = max(longest, length)
-    return [torch.tensor(rows) for rows in plans]
+    return [torch.tensor(plan) for plan in plans if plan]
 
 
 def loss_options(algorithm: AlgorithmConfig, batch: TrainBatch, device: torch.device) -> dict[str, Any]:
@@ -100,48 +112,68 @@ def train_step(
     algorithm: AlgorithmConfig,
     token_budget: int,
     lr: float,
+    shard: Shard | None = None,
 ) -> dict[str, float]:
+    """One optimizer step on the whole `batch`; with several ranks this rank computes `shard`'s rows
+    and the gradient is that of the global loss (data_parallel.py). Metrics are of the whole batch."""
     started = time.perf_counter()
+    shard = shard or Shard.whole(batch.input_ids.shape[0])
     device = engine.device
-    ref_logprobs = reference.logprobs(batch, row_keys(batch)).double().to(device)
+    local = shard.rows()
+    keys = row_keys(batch)
+    ref_local = reference.logprobs(batch, [keys[row] for row in local.tolist()], local)
     rewards, group_index = batch.rewards.to(device), batch.group_index.to(device)
     loss_fn = LOSSES[algorithm.name]
     options = loss_options(algorithm, batch, device)
-    micro_batches = plan_micro_batches(batch, token_budget)
-    ds.begin_step(engine, len(micro_batches), lr)
+    # Every rank makes the same number of backward passes (ZeRO-2 reduces gradients in each, and
+    # DeepSpeed steps at a shared accumulation boundary); every rank holds the global batch, so
+    # each can plan every rank's micro-batches without asking.
+    plans = [plan_micro_batches(batch, token_budget, shard.rows(rank)) for rank in range(shard.world)]
+    micro_batches = plans[shard.rank]
+    passes = max(len(plan) for plan in plans)
+    ds.begin_step(engine, passes, lr)
 
     def logprobs_of(rows: torch.Tensor) -> torch.Tensor:
+        width = int(batch.attention_mask[rows].sum(dim=1).max())  # right-padded: trim the rest
         return completion_logprobs(
             engine,
-            batch.input_ids[rows].to(device),
-            batch.attention_mask[rows].to(device),
-            batch.completion_mask[rows].to(device),
+            batch.input_ids[rows, :width].to(device),
+            batch.attention_mask[rows, :width].to(device),
+            batch.completion_mask[rows, :width].to(device),
         ).double()
 
-    if len(micro_batches) == 1:
-        out = loss_fn(
-            logprobs_of(micro_batches[0]),
-            ref_logprobs,
-            rewards,
-            group_index,
-            algorithm.beta,
-            **options,
-        )
-        ds.backward(engine, out.loss)
+    one_pass = passes == 1 and len(micro_batches) == 1
+    if one_pass:  # keep the graph: no second forward pass
+        logprobs = logprobs_of(micro_batches[0])
+        local_values = logprobs.detach()
     else:
         with torch.no_grad():
-            all_logprobs = torch.cat([logprobs_of(rows) for rows in micro_batches])
-        leaf = all_logprobs.clone().requires_grad_(True)
-        out = loss_fn(leaf, ref_logprobs, rewards, group_index, algorithm.beta, **options)
-        (coefficients,) = torch.autograd.grad(out.loss, leaf)
-        for rows in micro_batches:
-            ds.backward(engine, (coefficients[rows] * logprobs_of(rows)).sum())
+            pieces = [logprobs_of(rows) for rows in micro_batches]
+            local_values = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.float64, device=device)
+    gathered = gather_rows(torch.stack([local_values, ref_local.to(device)], dim=1), shard)
+    leaf = gathered[:, 0].clone().requires_grad_(True)
+    out = loss_fn(leaf, gathered[:, 1], rewards, group_index, algorithm.beta, **options)
+    if not bool(torch.isfinite(out.loss.detach())):
+        # The losses check their inputs; a non-finite loss from finite inputs must still never step.
+        raise FloatingPointError(f"{algorithm.name} loss is {float(out.loss)}: refusing to step")
+    (coefficients,) = torch.autograd.grad(out.loss, leaf)
+    coefficients = coefficients * shard.world  # DeepSpeed averages gradients over the ranks
+    if one_pass:
+        ds.backward(engine, (coefficients[local] * logprobs).sum())
+    else:
+        for index in range(passes):
+            if index < len(micro_batches):
+                rows = micro_batches[index]
+                ds.backward(engine, (coefficients[rows] * logprobs_of(rows)).sum())
+            else:  # this rank has fewer micro-batches: a pass that adds nothing keeps it in step
+                ds.backward(engine, 0.0 * logprobs_of(torch.tensor([0])).sum())
     elapsed = time.perf_counter() - started
     return out.metrics | {
         "grad_norm": ds.grad_norm(engine),
         "lr": lr,
-        "micro_batches": float(len(micro_batches)),
+        "micro_batches": float(passes),
         "tokens": float(batch.num_tokens),
         "tokens_per_s": batch.num_tokens / elapsed,
         "step_time_s": elapsed,
+        "ranks": float(shard.world),
     }

@@ -23,7 +23,7 @@ SCORER_ERRORS = Counter("tandem_reward_scorer_errors", "Items a scorer failed wi
 SCORER_TIMEOUTS = Counter("tandem_reward_scorer_timeouts", "Items a scorer failed by timing out.", ["scorer"])
 SANDBOX_KILLS = Counter(
     "tandem_reward_sandbox_kills",
-    "Sandboxed runs killed for exceeding a limit (reason: timeout, cpu, memory, output, ...).",
+    "Sandboxed runs killed, by reason (timeout, output_limit, cpu_limit, signal).",
     ["scorer", "reason"],
 )
 REQUEST_ITEMS = Counter(

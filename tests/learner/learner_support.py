@@ -12,9 +12,10 @@ from services.tinymodels.tasks import read_jsonl
 
 
 def sampled_groups(
-    model_dir: Path, prompts: int = 8, n: int = 4, seed: int = 0, version: int = 0
+    model_dir: Path, prompts: int = 8, n: int = 4, seed: int = 0, version: int = 0, prefix: str = "g"
 ) -> list[ScoredGroup]:
-    """n completions per held-out prompt, sampled by transformers, rewarded by exact match."""
+    """n completions per held-out prompt, sampled by transformers, rewarded by exact match. Group ids
+    are `<prefix>-<prompt id>`: the reference cache keys on them, so sets that may meet need prefixes."""
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -38,7 +39,7 @@ def sampled_groups(
             rewards.append(float(text.strip() == problem.reference))
         groups.append(
             ScoredGroup(
-                f"g-{problem.prompt_id}",
+                f"{prefix}-{problem.prompt_id}",
                 problem.prompt,
                 prompt_ids,
                 samples,
