@@ -17,13 +17,14 @@ from services.config.reward import RewardConfig
 from services.embedded_server import serve
 from services.weight_sync.filesystem import FilesystemPublisher
 from tests.actors.test_generator_vllm import ARITHMETIC_SCORER, actor_config
+from tests.ray_support import fresh_ray_init
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def ray_runtime() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, namespace="tandem", log_to_driver=False)
+    fresh_ray_init(num_cpus=2, include_dashboard=False, namespace="tandem", log_to_driver=False)
     yield
     ray.shutdown()
 

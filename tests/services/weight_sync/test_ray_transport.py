@@ -9,6 +9,7 @@ import torch
 
 from services.weight_sync import WeightSyncError, decode_weights
 from services.weight_sync.ray_transport import RayPublisher, RaySubscriber, weight_store
+from tests.ray_support import fresh_ray_init
 
 # Test modules are not importable on Ray workers; ship this module's functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -16,7 +17,7 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 @pytest.fixture(scope="module")
 def ray_runtime():  # type: ignore[no-untyped-def]
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, namespace="tandem-tests")
+    fresh_ray_init(num_cpus=1, include_dashboard=False, log_to_driver=False, namespace="tandem-tests")
     yield
     ray.shutdown()
 
