@@ -76,14 +76,25 @@ def begin_step(engine: Any, micro_batches: int, lr: float) -> None:
         engine.set_train_batch_size(micro_batches * world)
 
 
-def backward(engine: Any, loss: torch.Tensor) -> None:
-    """Accumulate gradients of one micro-batch's share; the caller has already scaled it."""
+def backward(engine: Any, loss: torch.Tensor) -> float | None:
+    """Accumulate gradients of one micro-batch's share (the caller has already scaled it); DeepSpeed
+    steps the optimizer at the accumulation boundary. Returns the global gradient norm measured just
+    before that step where DeepSpeed reports none (ZeRO stage 0, whose gradients are whole and already
+    averaged over ranks here), else None."""
     engine.backward(loss, scale_wrt_gas=False)
-    engine.step()  # DeepSpeed steps the optimizer only at the accumulation boundary
+    measured = None
+    if engine.zero_optimization_stage() == 0 and engine.is_gradient_accumulation_boundary():
+        norms = [p.grad.detach().float().norm() for p in engine.module.parameters() if p.grad is not None]
+        measured = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+    engine.step()
+    return measured
 
 
-def grad_norm(engine: Any) -> float:
+def grad_norm(engine: Any, measured: float | None = None) -> float:
+    """The step's global gradient norm before clipping: DeepSpeed's, else the one `backward` measured."""
     norm = engine.get_global_grad_norm()
+    if norm is None:
+        norm = measured
     return float(norm) if norm is not None else float("nan")
 
 

@@ -74,6 +74,7 @@ class Learner:
             )  # fmt: skip
         if self.buffer is not None:
             self.buffer.recover()  # deliveries a previous learner took but never acked come back first
+        self.announce_weights()  # before any actor generates: they start from what the learner has
 
     def run(
         self, should_stop: Callable[[], bool] = lambda: False, checkpoint_at_end: bool = True
@@ -81,7 +82,6 @@ class Learner:
         """Train until `learner.max_steps` or until `should_stop` (asked on the leader) says so; then
         checkpoint the last step unless it is already (`checkpoint_at_end=False` is for callers that
         run a step at a time and checkpoint when they are done)."""
-        self.announce_weights()
         while self.state.step < self.config.learner.max_steps:
             started = time.perf_counter()
             sampled = self.sample_batch(should_stop) if self.ranks.leader else None
@@ -93,6 +93,7 @@ class Learner:
             if self.buffer is not None and sampled is not None:
                 self.buffer.ack(sampled.delivery_ids)
             self.state.step += 1
+            metrics["publish_time_s"] = 0.0
             if self.state.step % self.config.learner.sync_every == 0:
                 metrics["publish_time_s"] = self.publish(self.state.policy_version + 1)
             if sampled is not None:
@@ -149,17 +150,21 @@ class Learner:
         return metrics
 
     def announce_weights(self) -> None:
-        """Before the first step, publish what the actors must start from. A fresh run publishes its
-        initial weights as version 0. A resumed run whose lost steps published versions after its
-        checkpoint (the buffer holds the last version announced) publishes its restored weights
-        under the next version: a version must name one set of weights, and those were lost."""
+        """Publish what the actors must start from: a fresh run its initial weights as version 0; a
+        resumed run its restored weights, since its publisher or buffer may be new (a restarted
+        cluster) and actors must not start from the initial model. The version never reuses a number
+        the buffer has announced (it holds the last one): versions published after the checkpoint
+        named weights that died with the crash, and one number names one set of weights."""
         announced = self.buffer.learner_version() if self.buffer is not None else 0
         announced = broadcast_int(announced, self.ranks, self.engine.device)
         if self.state.step == 0 and self.state.policy_version == 0 and announced == 0:
             self.publish(0)
-        elif announced > self.state.policy_version:
-            self.report(event="republished", lost_versions=announced - self.state.policy_version)
-            self.publish(announced + 1)
+            return
+        version = max(self.state.policy_version, announced + 1)
+        self.report(
+            event="republished", version=version, lost_versions=max(0, announced - self.state.policy_version)
+        )
+        self.publish(version)
 
     def publish(self, version: int) -> float:
         """Publish the weights as `version` (the leader sends; every rank enters, for ZeRO-3's gather);

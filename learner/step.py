@@ -153,23 +153,27 @@ def train_step(
     gathered = gather_rows(torch.stack([local_values, ref_local.to(device)], dim=1), shard)
     leaf = gathered[:, 0].clone().requires_grad_(True)
     out = loss_fn(leaf, gathered[:, 1], rewards, group_index, algorithm.beta, **options)
-    if not bool(torch.isfinite(out.loss.detach())):
-        # The losses check their inputs; a non-finite loss from finite inputs must still never step.
-        raise FloatingPointError(f"{algorithm.name} loss is {float(out.loss)}: refusing to step")
     (coefficients,) = torch.autograd.grad(out.loss, leaf)
+    if not bool(torch.isfinite(out.loss.detach())) or not bool(torch.isfinite(coefficients).all()):
+        # The losses check their inputs; a non-finite loss from finite inputs must still never step.
+        raise FloatingPointError(f"{algorithm.name} loss {float(out.loss)} or its gradient is not finite")
     coefficients = coefficients * shard.world  # DeepSpeed averages gradients over the ranks
     if one_pass:
-        ds.backward(engine, (coefficients[local] * logprobs).sum())
+        measured = ds.backward(engine, (coefficients[local] * logprobs).sum())
     else:
         for index in range(passes):
             if index < len(micro_batches):
                 rows = micro_batches[index]
-                ds.backward(engine, (coefficients[rows] * logprobs_of(rows)).sum())
+                measured = ds.backward(engine, (coefficients[rows] * logprobs_of(rows)).sum())
             else:  # this rank has fewer micro-batches: a pass that adds nothing keeps it in step
-                ds.backward(engine, 0.0 * logprobs_of(torch.tensor([0])).sum())
+                measured = ds.backward(engine, 0.0 * logprobs_of(torch.tensor([0])).sum())
+    grad_norm = ds.grad_norm(engine, measured)
+    if not math.isfinite(grad_norm):
+        # Only the backward pass is left to produce it; stop before these weights are published or saved.
+        raise FloatingPointError(f"gradient norm {grad_norm} after the step: resume from the last checkpoint")
     elapsed = time.perf_counter() - started
     return out.metrics | {
-        "grad_norm": ds.grad_norm(engine),
+        "grad_norm": grad_norm,
         "lr": lr,
         "micro_batches": float(passes),
         "tokens": float(batch.num_tokens),

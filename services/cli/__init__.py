@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "services.cli.reward_cmd",
     "services.cli.train_cmd",
     "services.cli.data_cmd",
+    "services.cli.bench_cmd",
     "services.cli.learner_cmd",
 )
 

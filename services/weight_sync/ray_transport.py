@@ -23,7 +23,9 @@ class WeightStore:
         self.blob_ref: list[ray.ObjectRef] = []
 
     def put(self, version: int, manifest_json: str, blob: bytes) -> int:
-        if self.version is not None and version <= self.version:
+        # The same version with the same weights again is a resumed learner re-announcing them.
+        same = version == self.version and manifest_json == self.manifest_json
+        if self.version is not None and version <= self.version and not same:
             raise ValueError(f"weights v{version} published after v{self.version}: versions must increase")
         self.blob_ref = [ray.put(blob)]  # in a list, so callers receive the reference, not the bytes
         self.version, self.manifest_json = version, manifest_json

@@ -120,7 +120,8 @@ def test_a_killed_learner_resumes_from_its_checkpoint_and_loses_no_group(
         acked = stats.counters["acked"]
         print(
             f"\nkilled after step {steps_before[-1]['step']} (checkpoint {checkpoint.name}, v{version}; "
-            f"v{published_before} published); buffer: {acked} acked, {stats.pending} pending, "
+            f"v{published_before} published, v{stats.learner_version} announced); buffer: {acked} acked, "
+            f"{stats.pending} pending, "
             f"{stats.backlog} undelivered of {stats.counters['put']}"
         )
         assert stats.counters["put"] == GROUPS and acked + stats.pending + stats.backlog == GROUPS
@@ -152,7 +153,11 @@ def test_a_killed_learner_resumes_from_its_checkpoint_and_loses_no_group(
         assert len(resumed) == 1 and (resumed[0]["step"], resumed[0]["policy_version"]) == (step, version)
         assert resumed[0]["optimizer_steps"] == step and resumed[0]["checkpoint"] == str(checkpoint)
         republished = [e for e in events if e["event"] == "republished"]
-        assert len(republished) == int(published_before > version)  # lost versions are never reused
+        assert len(republished) == 1  # the restored weights, under a number never announced before
+        # The buffer is told a version before its weights go out, so it is never behind what was published.
+        assert stats.learner_version >= published_before
+        assert republished[0]["lost_versions"] == stats.learner_version - version
+        assert republished[0]["version"] == stats.learner_version + 1
         after = read_jsonl(run_dir / "metrics.jsonl")[len(steps_before) :]
         assert [row["step"] for row in after] == list(range(step + 1, MAX_STEPS + 1))
         versions = [row["policy_version"] for row in after]

@@ -1,5 +1,6 @@
 """Data-parallel learner: whole groups are assigned to ranks by tokens, and two CPU ranks (Ray actors,
-gloo) take the same optimizer step as one rank on the same global batch, then run the main loop."""
+gloo) take the same optimizer step as one rank on the same global batch, run the main loop, checkpoint
+(each rank its ZeRO partition) and resume."""
 
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from learner.reference import ReferenceModel
 from learner.step import train_step
 from services.schemas import Sample, ScoredGroup, build_train_batch
 from services.weight_sync.filesystem import published_versions
+from tests.ray_support import fresh_ray_init
 
 
 def group(name: str, completion_tokens: int, samples: int = 2) -> ScoredGroup:
@@ -45,24 +47,22 @@ def ray_cluster() -> Iterator[None]:
     """A Ray of two CPUs for this module only (other modules start their own)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="tandem-learner-tests")
+    fresh_ray_init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="tandem-learner-tests")
     yield
     ray.shutdown()
 
 
 @pytest.mark.slow
-def test_two_ranks_take_the_same_step_as_one_then_run_the_loop(
+def test_two_ranks_take_the_same_step_as_one_then_run_checkpoint_and_resume(
     tiny_arith_model: Path, tmp_path: Path, ray_cluster: None
 ) -> None:
     from learner.ranks import LearnerRanks
     from services.buffer.remote import RemoteBuffer
 
-    batch_groups = sampled_groups(
-        tiny_arith_model, prompts=5, seed=3
-    )  # 5 groups: 3 on one rank, 2 on the other
+    batch_groups = sampled_groups(tiny_arith_model, prompts=5, seed=3)  # 3 groups on one rank, 2 on the other
     config = learner_config(
         tiny_arith_model, tmp_path / "run", "learner.num_ranks=2", "learner.rank_cpus=1",
-        "learner.micro_batch_tokens=60", "learner.batch_groups=2", "learner.max_steps=3",
+        "learner.micro_batch_tokens=40", "learner.batch_groups=2", "learner.max_steps=4",
         "learner.checkpoint_every=100", "algorithm.name=copg", "weight_sync.transport=filesystem",
         f"weight_sync.directory={tmp_path / 'weights'}", f"buffer.namespace=ranks-{uuid.uuid4().hex[:8]}",
     )  # fmt: skip
@@ -74,14 +74,14 @@ def test_two_ranks_take_the_same_step_as_one_then_run_the_loop(
     batch = build_train_batch(batch_groups, pad_token_id=257)
     expected = train_step(single, ReferenceModel(tiny_arith_model), batch, config.algorithm, 100_000, lr=1e-3)
 
-    # Two ranks, each its own groups in several 60-token micro-batches (not as many on each rank).
+    # Two ranks, each its own groups in 40-token micro-batches: 2 on one rank, 3 on the other.
     buffer = RemoteBuffer.start(config.buffer)
     buffer.put(sampled_groups(tiny_arith_model, prompts=4, seed=4))
     records: list[dict] = []
     ranks = LearnerRanks(config, sink=records.append)
     try:
         metrics = ranks.train_on(batch_groups)
-        assert metrics["ranks"] == 2 and metrics["micro_batches"] >= 2
+        assert metrics["ranks"] == 2 and metrics["micro_batches"] == 3  # the ranks keep in step
         assert metrics["loss"] == pytest.approx(expected["loss"], rel=1e-9)  # the global loss on each rank
         assert metrics["grad_norm"] == pytest.approx(expected["grad_norm"], rel=1e-5)
         one, two, other_rank = single.module.state_dict(), ranks.weights(0), ranks.weights(1)
@@ -91,19 +91,42 @@ def test_two_ranks_take_the_same_step_as_one_then_run_the_loop(
         assert moved > 1e-4 and difference < 1e-5
         assert all(torch.equal(two[name], other_rank[name]) for name in two)  # the ranks agree exactly
 
+        # One group for two ranks: rank 1 has no rows and keeps in step with passes that add nothing.
+        alone = ranks.train_on(batch_groups[:1])
+        assert alone["num_groups"] == 1 and alone["ranks"] == 2
+        two, other_rank = ranks.weights(0), ranks.weights(1)
+        assert all(torch.equal(two[name], other_rank[name]) for name in two)
+
         # The main loop on both ranks: rank 0 samples from the shared buffer, acks, publishes, reports.
         state = ranks.run()
+        two = ranks.weights(0)
     finally:
         ranks.shutdown()
-    # Step 1 was `train_on`; the loop took steps 2 and 3 and published v1 and v2.
-    assert (state.step, state.policy_version) == (3, 2)
+    # Steps 1 and 2 were `train_on`; the loop took steps 3 and 4 and published v1 and v2.
+    assert (state.step, state.policy_version) == (4, 2)
     assert published_versions(tmp_path / "weights") == [1, 2]
     stats = buffer.stats()
     assert (stats.backlog, stats.pending, stats.counters["acked"]) == (0, 0, 4)
-    assert [r["step"] for r in records] == [2, 3] and all(r["ranks"] == 2 for r in records)
+    assert [r["step"] for r in records] == [3, 4] and all(r["ranks"] == 2 for r in records)
     assert [r["staleness_histogram"] for r in records] == [{0: 2}, {1: 2}]
-    checkpoint = config.run.run_dir / "checkpoints" / "step-00000003"
+    checkpoint = config.run.run_dir / "checkpoints" / "step-00000004"
     partitions = sorted(p.name for p in checkpoint.glob("*optim_states.pt"))
     assert len(partitions) == 2, partitions  # each rank wrote its ZeRO-2 optimizer partition
     assert (checkpoint / "hf" / "model.safetensors").is_file()
     assert (checkpoint / "tandem_state.json").is_file()
+
+    # Two new ranks resume from it: each loads its own partition; weights and Adam's step count return.
+    resumed: list[dict] = []
+    again = LearnerRanks(config, sink=resumed.append, resume=True)
+    try:
+        assert (again.state.step, again.state.policy_version) == (4, 3)  # the restored weights went out as v3
+        for rank in (0, 1):
+            loaded = again.weights(rank)
+            assert all(torch.equal(loaded[name], two[name]) for name in two), rank
+    finally:
+        again.shutdown()
+    stamp = {"step": 4, "policy_version": 2}
+    assert resumed == [
+        {"event": "resumed", "checkpoint": str(checkpoint), "optimizer_steps": 4} | stamp,
+        {"event": "republished", "version": 3, "lost_versions": 0} | stamp,
+    ]

@@ -74,19 +74,27 @@ def test_run_publishes_reports_checkpoints_and_resumes(tiny_arith_model: Path, t
     resumed = Learner(
         more, buffer, FilesystemPublisher(weights, keep_versions=10), sink=records.append, resume=True
     )
-    assert (resumed.state.step, resumed.state.policy_version) == (3, 3)
-    assert records[-1]["event"] == "resumed" and records[-1]["optimizer_steps"] == 3
+    restored, republished = records[-2:]
+    assert restored == {
+        "event": "resumed", "checkpoint": str(checkpoint), "step": 3, "policy_version": 3,
+        "optimizer_steps": 3,
+    }  # fmt: skip
     for name, tensor in resumed.engine.module.state_dict().items():
         assert torch.equal(tensor, exported.state_dict()[name]), name
-    buffer.put(sampled_groups(tiny_arith_model, prompts=4, seed=6, version=3))  # the v0 rest is too stale
+    # The restored weights go out at once, as v4: v3 was announced already, and a number names one set.
+    assert republished["event"] == "republished"
+    assert (republished["version"], republished["lost_versions"]) == (4, 0)
+    assert (resumed.state.step, resumed.state.policy_version) == (3, 4)
+    assert published_versions(weights)[-1] == 4
+    buffer.put(sampled_groups(tiny_arith_model, prompts=4, seed=6, version=4))  # the v0 rest is too stale
     deadline = time.monotonic() + 120  # a buffer with nothing usable would make sample_batch wait
     resumed.run(should_stop=lambda: time.monotonic() > deadline)
-    assert resumed.state.step == 4 and published_versions(weights)[-1] == 4
+    assert resumed.state.step == 4 and published_versions(weights)[-1] == 5
 
     # Bad groups met while sampling are skipped and counted, and the batch's counts stay consistent.
-    good = sampled_groups(tiny_arith_model, prompts=1, seed=5, version=4)[0]  # fresh for a v4 learner
+    good = sampled_groups(tiny_arith_model, prompts=1, seed=5, version=5)[0]  # fresh for a v5 learner
     single = ScoredGroup("one", good.prompt, good.prompt_token_ids, good.samples[:1], [1.0], ["ok"], [{}])
-    empty = Sample(good.samples[0].prompt_id, good.prompt_token_ids, [], "", [], "stop", 4, "t")
+    empty = Sample(good.samples[0].prompt_id, good.prompt_token_ids, [], "", [], "stop", 5, "t")
     blank = ScoredGroup("blank", good.prompt, good.prompt_token_ids, [empty, good.samples[1]], [0.0, 1.0],
                         ["ok", "ok"], [{}, {}])  # fmt: skip
     buffer.put([single, good, blank, good])  # a full batch: the learner may wait for one

@@ -1,6 +1,9 @@
 """The DeepSpeed learner on the tiny model: a step per algorithm lowers the loss on a fixed batch,
-token-budget micro-batches give the full-batch update, log-probs are those of a plain forward pass."""
+token-budget micro-batches give the full-batch update, log-probs are those of a plain forward pass,
+and bad groups (empty completion, group of one, non-finite reward) are skipped or stop the run."""
 
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from learner.algorithms import LOSSES
 from learner.logprobs import completion_logprobs, token_logprobs
 from learner.reference import ReferenceModel
 from learner.step import BadDataError, plan_micro_batches, row_keys, screen_groups, train_step
-from services.schemas import ScoredGroup, build_train_batch
+from services.schemas import SchemaError, ScoredGroup, build_train_batch
 
 pytestmark = pytest.mark.slow
 
@@ -106,3 +109,34 @@ def test_bad_groups_are_skipped_with_a_reason_or_stop_the_run(groups: list[Score
     assert skipped == {"unscored_or_nonfinite_reward": 1, "empty_completion": 1, "group_of_one": 1}
     with pytest.raises(BadDataError, match="group 'e': empty completion"):
         screen_groups([good, empty], stop_on_bad_data=True)
+
+
+def test_a_non_finite_reward_is_refused_skipped_or_stops_and_never_steps(
+    tiny_arith_model: Path, groups: list[ScoredGroup], tmp_path: Path
+) -> None:
+    good = groups[0]
+    # The record itself refuses a NaN reward marked "ok", so none crosses a wire or enters the buffer ...
+    with pytest.raises(SchemaError, match="sample 0 is 'ok' with reward nan"):
+        ScoredGroup("n", good.prompt, good.prompt_token_ids, good.samples, [math.nan, 1.0, 0.0, 1.0],
+                    ["ok"] * 4, [{}] * 4)  # fmt: skip
+    # ... and one that got past it anyway (built in-process, then changed) is screened out.
+    poisoned = replace(good, group_id="nan")
+    object.__setattr__(poisoned, "rewards", [math.inf, *good.rewards[1:]])
+    kept, skipped = screen_groups([poisoned, good], stop_on_bad_data=False)
+    assert kept == [good] and skipped == {"unscored_or_nonfinite_reward": 1}
+    with pytest.raises(BadDataError, match="group 'nan': unscored or nonfinite reward"):
+        screen_groups([good, poisoned], stop_on_bad_data=True)
+
+    # The step itself refuses non-finite inputs before anything is back-propagated or stepped.
+    config = learner_config(tiny_arith_model, tmp_path)
+    engine = fresh_engine(tiny_arith_model, config)
+    before = {name: tensor.clone() for name, tensor in engine.module.state_dict().items()}
+    batch = build_train_batch(groups[:2], pad_token_id=257)
+    rewards = batch.rewards.clone()
+    rewards[3] = math.nan
+    with pytest.raises(ValueError, match=r"copg_loss: rewards has non-finite values at index \[3\]"):
+        poisoned_batch = replace(batch, rewards=rewards)
+        train_step(
+            engine, ReferenceModel(tiny_arith_model), poisoned_batch, config.algorithm, 100_000, lr=1e-3
+        )
+    assert all(torch.equal(tensor, before[name]) for name, tensor in engine.module.state_dict().items())

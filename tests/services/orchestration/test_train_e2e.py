@@ -94,6 +94,25 @@ def test_demo_config_trains_records_and_resumes(tiny_arith_model: Path, tmp_path
     assert any(event.get("event") == "resumed" and event["step"] == 4 for event in events)
 
 
+def test_sync_mode_generates_then_trains_in_lock_step(tiny_arith_model: Path, tmp_path: Path) -> None:
+    from services.orchestration.driver import train
+
+    run_dir = tmp_path / "sync"
+    overrides = [*short_demo(run_dir, tiny_arith_model, 3), "run.mode=sync"]
+    try:
+        result = train(load_config(ROOT / "configs" / "demo.yaml", overrides), progress=False)
+    finally:
+        ray.shutdown()
+    assert result.steps == 3 and result.policy_version == 3
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    # A round makes 8 groups (one batch of prompts) and a step takes 4: each step trains on groups of
+    # the current weights or, for the round's leftovers, of the weights one step older.
+    assert metrics[0]["staleness_histogram"] == {"0": 4}
+    assert all(max(map(int, row["staleness_histogram"])) <= 2 for row in metrics)
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*"))
+    assert checkpoints == ["step-00000002", "step-00000003"]  # every 2 steps and at the end, not each step
+
+
 def test_code_config_trains_with_sandboxed_unit_tests(tiny_code_model: Path, tmp_path: Path) -> None:
     from services.orchestration.driver import train
 

@@ -56,6 +56,16 @@ def test_versions_only_move_forward(ray_runtime) -> None:  # type: ignore[no-unt
     assert RaySubscriber("run-b").latest_version() == 5
 
 
+def test_a_resumed_learner_may_announce_the_same_weights_again(ray_runtime) -> None:  # type: ignore[no-untyped-def]
+    publisher = RayPublisher("run-d")
+    publisher.publish(weights(1.0), version=5)
+    publisher.publish(weights(1.0), version=5)  # identical: a re-announcement
+    with pytest.raises(ray.exceptions.RayTaskError, match="v5"):
+        publisher.publish(weights(2.0), version=5)  # other weights under a used number
+    latest = RaySubscriber("run-d").latest()
+    assert latest is not None and decode_weights(latest)["layer.weight"][0, 0].item() == 1.0
+
+
 def test_weights_outlive_the_publishing_process(ray_runtime) -> None:  # type: ignore[no-untyped-def]
     @ray.remote(num_cpus=0)
     def publish_and_exit() -> int:
