@@ -24,14 +24,25 @@ def init_distributed() -> None:
     single-rank learners on one machine do not collide on a fixed default port."""
     if torch.distributed.is_initialized():
         return
-    if "WORLD_SIZE" not in os.environ:
+    backend = "nccl" if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu" else "gloo"
+    if "WORLD_SIZE" in os.environ:
+        os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
+        deepspeed.init_distributed(dist_backend=backend)
+        return
+    # A lone process: the free port found here can be taken by another process (Ray starts many)
+    # before the store listens on it, so a collision is retried on a new port.
+    for attempt in range(5):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1")
-    os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
-    backend = "nccl" if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu" else "gloo"
-    deepspeed.init_distributed(dist_backend=backend)
+        os.environ["LOCAL_RANK"] = "0"
+        try:
+            deepspeed.init_distributed(dist_backend=backend)
+            return
+        except torch.distributed.DistNetworkError:
+            if attempt == 4:
+                raise
 
 
 def deepspeed_config(config: LearnerConfig) -> dict[str, Any]:
