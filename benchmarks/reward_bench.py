@@ -10,7 +10,8 @@ The load generator keeps `--concurrency` keep-alive connections busy with the sa
 (`--items` arithmetic items) for `--seconds`, over a minimal HTTP/1.1 client, so the client costs far
 less than either server. Repetitions alternate the two servers and swap which goes first, so drift on
 a shared machine hits both. Prints per-repetition figures, medians and the ratio tandem/bare
-(target >= 0.8). A benchmark, not a test: nothing fails on a figure.
+(target >= 0.8). A benchmark, not a test: nothing fails on a figure; `tandem bench reward` calls
+`run(quick)`.
 
     .venv/bin/python benchmarks/reward_bench.py [--items 64] [--concurrency 16] [--seconds 3] [--repeats 5]
 """
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from harness import BenchResult, Comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -123,7 +126,7 @@ async def measure(port: int, body: bytes, concurrency: int, seconds: float) -> f
     return sum(counts) / (time.perf_counter() - started)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -133,11 +136,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--serve", choices=["tandem", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     if args.serve:
         serve(args.serve, args.port)
         return
+    report(measure_servers(args), args)
 
+
+def measure_servers(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Start both servers, alternate the load between them, stop them; items/s per repetition."""
     body = json.dumps({"items": request_items(args.items)}).encode()
     servers = {kind: start_server(kind) for kind in ("tandem", "bare")}
     try:
@@ -146,7 +157,42 @@ def main() -> None:
         for process, _ in servers.values():
             process.terminate()
             process.wait(timeout=30)
-    report(rates, args)
+    return rates
+
+
+def run(quick: bool) -> BenchResult:
+    """The suite's entry: the CLI's defaults, or one-second measurements for a smoke run."""
+    args = parse_args(["--seconds", "1", "--repeats", "3"] if quick else ["--repeats", "7"])
+    rates = measure_servers(args)
+    return BenchResult(
+        name="reward",
+        title="reward server /v1/score vs a bare FastAPI app",
+        method=(
+            f"Requests of {args.items} arithmetic items, {args.concurrency} keep-alive connections kept busy "
+            f"for {args.seconds:g} s per repetition, against two uvicorn servers in their own processes (one "
+            "worker each, access log off): `create_app` with the demo's exact_match scorer (size limits, "
+            "pydantic models, scoring, metrics) vs one FastAPI route returning a constant of the same shape."
+        ),
+        comparisons=[
+            Comparison(
+                name="items/s",
+                unit="items/s",
+                ours_label="tandem /v1/score (exact_match)",
+                baseline_label="bare FastAPI (constants)",
+                ours=rates["tandem"],
+                baseline=rates["bare"],
+                target=0.8,
+                miss_note=(
+                    "The bare app only parses JSON and returns a constant. In a py-spy profile of the Tandem "
+                    "server under this load, scoring (the exact-match regex and `combine` in "
+                    "reward_server/scoring.py) is about 30 % of its time, validating the request about 7 % "
+                    "and serialising the typed response about 5 %. Cheaper per-item scoring would close "
+                    "most of it; more uvicorn workers (`reward.workers`) raise throughput on more cores "
+                    "but not this one-worker ratio."
+                ),
+            )
+        ],
+    )
 
 
 def alternate(

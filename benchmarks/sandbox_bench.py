@@ -11,7 +11,7 @@ Both use the interpreter the scorer runs (the base interpreter under a venv). Th
 (and swap order every repetition), so drift on a shared machine hits all of them. Prints medians,
 spread and the ratio sandboxed / plain (target >= 0.5). Every sandboxed item must score 1.0 and
 every plain run exit 0, or the benchmark stops: a fast wrong answer is not a figure.
-A benchmark, not a test: nothing fails on a figure.
+A benchmark, not a test: nothing fails on a figure. `tandem bench sandbox` calls `run(quick)`.
 
     .venv/bin/python benchmarks/sandbox_bench.py [--executions 96] [--concurrency 4] [--repeats 7]
 """
@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from reward_server.scorers.base import ScoreItem
 from reward_server.scorers.unit_tests import UnitTestsScorer
 from services.config.reward import UnitTestsScorerConfig
+
+from harness import BenchResult, Comparison
 
 # Typical unit-test rewards: a short function and one assert each, some importing the stdlib.
 SNIPPETS = [
@@ -77,27 +79,76 @@ def run_plain(argv: list[str], pairs: list[tuple[str, str]], concurrency: int) -
     return len(pairs) / elapsed
 
 
+SANDBOXED, PLAIN, LEAN = "sandboxed (bwrap + harness)", "plain python -c", "plain python -I -S -c"
+
+
+def measure(executions: int, concurrency: int, repeats: int) -> tuple[str, dict[str, list[float]]]:
+    """The interpreter used, and executions/s of each side per repetition (order alternating)."""
+    config = UnitTestsScorerConfig(name="bench", max_concurrency=concurrency, prepend_prompt=False)
+    scorer = UnitTestsScorer(config)
+    python = str(scorer.command.interpreter.executable)
+    pairs = workload(executions)
+    sides = {
+        SANDBOXED: lambda: run_sandboxed(scorer, pairs),
+        PLAIN: lambda: run_plain([python, "-c"], pairs, concurrency),
+        LEAN: lambda: run_plain([python, "-I", "-S", "-c"], pairs, concurrency),
+    }
+    rates: dict[str, list[float]] = {label: [] for label in sides}
+    for repeat in range(repeats):
+        order = list(sides) if repeat % 2 == 0 else list(reversed(sides))
+        for label in order:
+            rates[label].append(sides[label]())
+    return python, rates
+
+
+def run(quick: bool) -> BenchResult:
+    """The suite's entry (`tandem bench sandbox`): 64 executions x 5 repetitions, or a smoke run."""
+    executions, concurrency, repeats = (12, 4, 2) if quick else (64, 4, 5)
+    python, rates = measure(executions, concurrency, repeats)
+    why = (
+        "Each sandboxed test starts bwrap (new namespaces, read-only mounts, a tmpfs) and a Python with the "
+        "audit guard; the baseline starts only the interpreter. What would close it is reusing a sandbox "
+        "for several tests of one completion (one bwrap per item, not per test) or a pre-forked "
+        "interpreter inside a long-lived sandbox."
+    )
+    return BenchResult(
+        name="sandbox",
+        title="sandboxed unit tests vs a bare subprocess",
+        method=(
+            f"{executions} (completion, test) snippets per repetition at concurrency {concurrency}, with "
+            f"{python}: `UnitTestsScorer.score` (bubblewrap, rlimits, the harness's audit guard and verdict, "
+            "one sandbox per test) vs `subprocess.run([python, '-c', code + test])` from a thread pool, and "
+            "the same with `-I -S` (the flags the sandbox starts Python with). Every sandboxed item must "
+            "score 1.0 and every plain run exit 0."
+        ),
+        comparisons=[
+            Comparison(
+                name=f"tests/s vs {label}",
+                unit="tests/s",
+                ours_label=SANDBOXED,
+                baseline_label=label,
+                ours=rates[SANDBOXED],
+                baseline=rates[label],
+                target=0.5,
+                miss_note=why,
+            )
+            for label in (PLAIN, LEAN)
+        ],
+        notes=[
+            "`python -c` imports `site` (and the .pth files of the interpreter's site-packages) on every "
+            "start; the sandbox does not, so the `-I -S` baseline is the like-for-like one."
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--executions", type=int, default=96, help="test executions per run of each side")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    config = UnitTestsScorerConfig(name="bench", max_concurrency=args.concurrency, prepend_prompt=False)
-    scorer = UnitTestsScorer(config)
-    python = str(scorer.command.interpreter.executable)
-    pairs = workload(args.executions)
+    python, rates = measure(args.executions, args.concurrency, args.repeats)
     print(f"{python}; {args.executions} executions per run, concurrency {args.concurrency}")
-    sides = {
-        "sandboxed (bwrap + harness)": lambda: run_sandboxed(scorer, pairs),
-        "plain python -c": lambda: run_plain([python, "-c"], pairs, args.concurrency),
-        "plain python -I -S -c": lambda: run_plain([python, "-I", "-S", "-c"], pairs, args.concurrency),
-    }
-    rates: dict[str, list[float]] = {label: [] for label in sides}
-    for repeat in range(args.repeats):
-        order = list(sides) if repeat % 2 == 0 else list(reversed(sides))
-        for label in order:
-            rates[label].append(sides[label]())
     for label, values in rates.items():
         median = statistics.median(values)
         print(
