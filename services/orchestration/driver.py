@@ -106,15 +106,20 @@ def train(config: TandemConfig, resume: bool = False, progress: bool | None = No
 
 
 def run_sync(config: TandemConfig, learner: Any, pool: Any, supervisor: Supervisor) -> None:
-    """Lock-step mode, for comparison: the actors generate and score at least one batch's worth of
-    groups on the current weights and stop; the learner trains one step and publishes; repeat. When a
-    round makes more groups than a step takes, the leftovers feed the next steps."""
+    """Lock-step mode, for comparison: when the buffer lacks a step's worth of fresh groups, the actors
+    generate and score at least that many on the current weights and stop; the learner trains one
+    step and publishes; repeat. A round's leftovers feed the next step before anything new is made,
+    so the backlog never reaches the high-water mark (where actors would pause inside a round)."""
     per_round = config.actors.prompts_per_batch * config.actors.num_actors
     batches = -(-config.learner.batch_groups // per_round)  # ceil: enough groups for one step
     while learner.state.step < config.learner.max_steps and not supervisor.should_stop():
-        pool.start(max_batches=batches)
-        while pool.running():
-            pool.supervise(timeout_s=0.5)
+        if supervisor.buffer.stats().backlog < config.learner.batch_groups:
+            pool.start(max_batches=batches)
+            while pool.running() and not supervisor.should_stop():
+                pool.supervise(timeout_s=0.5)
+            if pool.running():  # stopping mid-round: let the actors finish their batch in flight
+                pool.stop()
+                break
         target = learner.state.step + 1
         learner.run(
             should_stop=lambda goal=target: supervisor.should_stop() or learner.state.step >= goal,
