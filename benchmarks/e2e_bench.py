@@ -11,10 +11,9 @@ budget ends both runs, and its own run directory. Read back from each run direct
 Targets: async >= 1.5x the steps of sync, and no worse eval reward. A benchmark, not a test: nothing
 fails on a figure. `tandem bench e2e` calls `run(quick)`.
 
-Sync mode gets one extra override, `buffer.high_water`: its lock-step round generates one actor batch
-(32 groups) per 16-group step, so leftover groups pile up until the backlog reaches the demo's bound of
-32, the actor pauses for backpressure, and the round never finishes (the driver waits on it without
-checking the time budget). Lifting the bound, which lock-step generation does not need, avoids that.
+Both modes run the demo config unchanged apart from the budget: sync mode's lock-step round
+(`run_sync` in services/orchestration/driver.py) generates a step's worth of groups only when the
+buffer lacks them, trains one step, publishes, and repeats.
 
     .venv/bin/python benchmarks/e2e_bench.py [--minutes 3] [--windows 4]
 """
@@ -37,8 +36,6 @@ from harness import BenchResult, Comparison
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "demo.yaml"
 MODES = ("async", "sync")
-# Sync only: see the module docstring (a round would otherwise wait forever on a paused actor).
-MODE_OVERRIDES = {"async": [], "sync": ["buffer.high_water=1000000"]}
 EVAL_KEYS = ("final_eval_reward", "span_eval_reward")
 
 
@@ -47,7 +44,7 @@ def train(mode: str, minutes: float, run_dir: Path, log: Path) -> float:
     overrides = [f"run.mode={mode}", f"run.max_minutes={minutes}", "learner.max_steps=1000000"]
     command = [sys.executable, "-m", "services.cli", "train", "--config", str(CONFIG)]
     command += ["--run-dir", str(run_dir), "--no-progress"]
-    for override in overrides + MODE_OVERRIDES[mode]:
+    for override in overrides:
         command += ["--set", override]
     started = time.monotonic()
     with log.open("w") as handle:
@@ -162,8 +159,7 @@ def run(quick: bool) -> BenchResult:
         title="async vs sync on the demo config, same wall-clock budget",
         method=(
             f"`tandem train --config configs/demo.yaml` with `run.max_minutes={minutes:g}` and "
-            "`learner.max_steps` lifted, once per mode, one after the other in fresh processes; sync also "
-            "gets `buffer.high_water=1000000` (without it the sync round deadlocks, see the notes). "
+            "`learner.max_steps` lifted, once per mode, one after the other in fresh processes. "
             "Startup varies from run to run on a loaded machine, so steps are compared over the same "
             f"training span in both runs ({fast['span_s']:.0f} s from each run's first step: the longest "
             f"that fits both budgets), cut into {windows} equal windows paired by index. Eval reward: the "
@@ -219,16 +215,6 @@ def run(quick: bool) -> BenchResult:
             for mode, found in runs.items()
         }
         | {f"{mode} eval curve (step: reward)": found["eval_curve"] for mode, found in runs.items()},
-        notes=[
-            "Sync mode on the unmodified demo config stops training after two steps: the driver's "
-            "lock-step round (`run_sync` in services/orchestration/driver.py) asks the actor for one batch "
-            "of 32 groups per 16-group step, the leftovers fill the backlog to `buffer.high_water` (32), "
-            "the actor then pauses for backpressure without counting a batch, and the driver waits on "
-            "`pool.running()` without checking the time budget or Ctrl-C. To fix in the driver: check "
-            "`should_stop()` in that wait, and size the round to what the step consumes.",
-            "Sync mode also checkpoints (and exports) after every step, because each round calls "
-            "`learner.run` for one step and a run ends with a checkpoint.",
-        ],
     )
 
 

@@ -25,18 +25,21 @@ def init_distributed() -> None:
     if torch.distributed.is_initialized():
         return
     backend = "nccl" if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu" else "gloo"
-    if "WORLD_SIZE" in os.environ:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
         deepspeed.init_distributed(dist_backend=backend)
         return
-    # A lone process: the free port found here can be taken by another process (Ray starts many)
-    # before the store listens on it, so a collision is retried on a new port.
+    # A lone process always takes a fresh port, even when it inherited a group-of-one's variables
+    # from the process that started it (whose store still listens on that port). The port found
+    # here can be taken by another process (Ray starts many) before the store listens on it, so a
+    # collision is retried on a new port.
     for attempt in range(5):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1")
-        os.environ["LOCAL_RANK"] = "0"
+        os.environ.update(
+            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
+        )
         try:
             deepspeed.init_distributed(dist_backend=backend)
             return
