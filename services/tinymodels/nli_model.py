@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tokenizers import processors
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForSequenceClassification
 
+from services.tinymodels.architecture import tiny_qwen2_config
 from services.tinymodels.reward_model import lr_factor, save_classifier, single_thread
 from services.tinymodels.tokenizer import build_tokenizer
 
@@ -98,21 +99,17 @@ def nli_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def _model_config(recipe: NliRecipe, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
-    return Qwen2Config(
-        vocab_size=len(tokenizer),
+    return tiny_qwen2_config(
+        tokenizer,
         hidden_size=recipe.hidden_size,
         intermediate_size=recipe.intermediate_size,
-        num_hidden_layers=recipe.num_layers,
-        num_attention_heads=recipe.num_heads,
-        num_key_value_heads=recipe.num_kv_heads,
-        max_position_embeddings=64,
+        num_layers=recipe.num_layers,
+        num_heads=recipe.num_heads,
+        num_kv_heads=recipe.num_kv_heads,
+        max_positions=64,
         num_labels=len(LABELS),
         id2label=LABELS,
         label2id={label: index for index, label in LABELS.items()},
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        torch_dtype="float32",
     )
 
 

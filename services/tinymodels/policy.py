@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from services.tinymodels.architecture import tiny_qwen2_config
 from services.tinymodels.tasks import Problem, TaskName, flawed_target, split_problems, write_jsonl
 from services.tinymodels.tokenizer import build_tokenizer
 
@@ -91,19 +92,15 @@ def build_policy(
 
 
 def _model_config(recipe: PolicyRecipe, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
-    return Qwen2Config(
-        vocab_size=len(tokenizer),
+    return tiny_qwen2_config(
+        tokenizer,
         hidden_size=recipe.hidden_size,
         intermediate_size=recipe.intermediate_size,
-        num_hidden_layers=recipe.num_layers,
-        num_attention_heads=recipe.num_heads,
-        num_key_value_heads=recipe.num_kv_heads,
-        max_position_embeddings=recipe.max_positions,
+        num_layers=recipe.num_layers,
+        num_heads=recipe.num_heads,
+        num_kv_heads=recipe.num_kv_heads,
+        max_positions=recipe.max_positions,
         tie_word_embeddings=True,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        torch_dtype="float32",
     )
 
 

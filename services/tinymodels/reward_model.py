@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForSequenceClassification
 
+from services.tinymodels.architecture import tiny_qwen2_config
 from services.tinymodels.tasks import Problem, flawed_target, split_problems
 from services.tinymodels.tokenizer import build_tokenizer
 
@@ -83,19 +84,15 @@ def wrong_answer(problem: Problem, rng: random.Random) -> str:
 
 
 def _model_config(recipe: RewardRecipe, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
-    return Qwen2Config(
-        vocab_size=len(tokenizer),
+    return tiny_qwen2_config(
+        tokenizer,
         hidden_size=recipe.hidden_size,
         intermediate_size=recipe.intermediate_size,
-        num_hidden_layers=recipe.num_layers,
-        num_attention_heads=recipe.num_heads,
-        num_key_value_heads=recipe.num_kv_heads,
-        max_position_embeddings=64,
+        num_layers=recipe.num_layers,
+        num_heads=recipe.num_heads,
+        num_kv_heads=recipe.num_kv_heads,
+        max_positions=64,
         num_labels=1,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        torch_dtype="float32",
     )
 
 
