@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from services.tinymodels.tasks import read_jsonl
 from services.weight_sync import WeightSyncError, encode_weights
 from services.weight_sync.manifest import PublishedWeights
+from tests.generation_support import transformers_greedy
 
 pytestmark = pytest.mark.slow
 
@@ -56,14 +57,7 @@ def greedy(engine, prompts: list[str]) -> list[str]:  # type: ignore[no-untyped-
 
 
 def hf_greedy(model: torch.nn.Module, tokenizer, prompts: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
-    answers = []
-    for prompt in prompts:
-        encoded = tokenizer(prompt, return_tensors="pt")
-        output = model.generate(
-            **encoded, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id
-        )
-        answers.append(tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True))
-    return answers
+    return transformers_greedy(model, tokenizer, prompts, max_tokens=6)
 
 
 def test_published_weights_load_without_restart_and_change_generation(

@@ -14,6 +14,7 @@ from learner.reference import ReferenceModel
 from learner.step import train_step
 from services.schemas import build_train_batch
 from services.tinymodels.tasks import read_jsonl
+from tests.generation_support import transformers_greedy as greedy_of
 
 pytestmark = pytest.mark.slow
 
@@ -21,14 +22,7 @@ pytestmark = pytest.mark.slow
 def transformers_greedy(directory: Path, prompts: list[str], max_tokens: int) -> list[str]:
     tokenizer = AutoTokenizer.from_pretrained(directory)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
-    answers = []
-    for prompt in prompts:
-        encoded = tokenizer(prompt, return_tensors="pt")
-        output = model.generate(
-            **encoded, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-        )
-        answers.append(tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True))
-    return answers
+    return greedy_of(model, tokenizer, prompts, max_tokens)
 
 
 def test_the_hf_export_of_a_trained_checkpoint_generates_the_same_in_vllm_and_transformers(
