@@ -13,6 +13,8 @@ from fastapi import FastAPI
 
 from reward_server.auth import require_token_for_public_bind
 from reward_server.limits import BodySizeLimit
+from reward_server.models import ScoreRequest
+from reward_server.openapi import document
 from reward_server.routes import health, openrlhf, score
 from reward_server.service import ScoringService
 from services.config.reward import RewardConfig
@@ -43,6 +45,7 @@ def create_app(config: RewardConfig) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     for router in (score.router, openrlhf.router, health.router):
         app.include_router(router)
+    document(app, request_models=[ScoreRequest])
     return app
 
 

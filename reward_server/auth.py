@@ -8,29 +8,32 @@ import ipaddress
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, HTTPException, Request
 
-from reward_server.service import ServiceDep
-
-bearer = HTTPBearer(auto_error=False, description="reward.auth_token, when the server is configured with one")
+from reward_server.service import ScoringService
 
 
-# async (like get_service): FastAPI runs a plain `def` dependency on its thread pool, a thread hop per
-# request; making both async took /v1/score from 41k to 58k items/s (benchmarks/reward_bench.py).
-async def require_token(
-    service: ServiceDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
+def authorize(request: Request) -> ScoringService:
+    """The scoring service, once the request carries the bearer token (when one is configured)."""
+    service: ScoringService = request.app.state.service
     expected = service.config.auth_token
     if expected is None:
-        return
+        return service
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     # Constant-time comparison: response timing must not reveal how much of a guess was right.
-    if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
+    if scheme.lower() != "bearer" or not secrets.compare_digest(credentials.encode(), expected.encode()):
         raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return service
 
 
-Authorized = Annotated[None, Depends(require_token)]
+# One plain dependency that reads the header itself: FastAPI's HTTPBearer + service dependency chain
+# cost 42 us a request, more than scoring 64 exact-match items (benchmarks/reward_bench.py).
+# openapi.py documents the scheme instead.
+async def authorized_service(request: Request) -> ScoringService:
+    return authorize(request)
+
+
+AuthorizedService = Annotated[ScoringService, Depends(authorized_service)]
 
 
 def require_token_for_public_bind(host: str, auth_token: str | None) -> None:

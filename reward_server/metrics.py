@@ -5,6 +5,9 @@ Module-level collectors in the default registry, so any scorer can record into t
 its own counts; scrape each worker, or run one worker per container.
 """
 
+from functools import cache
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 # Seconds per scorer call (one call scores a whole request's batch): 1 ms to 2 min.
@@ -33,23 +36,32 @@ REQUEST_ITEMS = Counter(
 
 def register_scorer(name: str) -> None:
     """Create the scorer's series at start-up, so dashboards see zeros rather than missing series."""
-    SCORER_LATENCY.labels(scorer=name)
-    SCORER_ERRORS.labels(scorer=name)
-    SCORER_TIMEOUTS.labels(scorer=name)
-    for status in ("ok", "error", "timeout"):
-        SCORER_ITEMS.labels(scorer=name, status=status)
+    _scorer_series(name)
+
+
+# The labelled children, looked up once per scorer: `labels()` takes a lock and builds a key, and a
+# request records several series (benchmarks/reward_bench.py).
+@cache
+def _scorer_series(name: str) -> tuple[Any, dict[str, Any], Any, Any]:
+    items = {status: SCORER_ITEMS.labels(scorer=name, status=status) for status in ("ok", "error", "timeout")}
+    return (
+        SCORER_LATENCY.labels(scorer=name),
+        items,
+        SCORER_ERRORS.labels(scorer=name),
+        SCORER_TIMEOUTS.labels(scorer=name),
+    )
 
 
 def record_scorer_call(name: str, seconds: float, statuses: list[str]) -> None:
-    SCORER_LATENCY.labels(scorer=name).observe(seconds)
-    for status in ("ok", "error", "timeout"):
-        count = statuses.count(status)
-        if count:
-            SCORER_ITEMS.labels(scorer=name, status=status).inc(count)
-    if errors := statuses.count("error"):
-        SCORER_ERRORS.labels(scorer=name).inc(errors)
-    if timeouts := statuses.count("timeout"):
-        SCORER_TIMEOUTS.labels(scorer=name).inc(timeouts)
+    latency, items, errors, timeouts = _scorer_series(name)
+    latency.observe(seconds)
+    for status, counter in items.items():
+        if count := statuses.count(status):
+            counter.inc(count)
+    if failed := statuses.count("error"):
+        errors.inc(failed)
+    if timed_out := statuses.count("timeout"):
+        timeouts.inc(timed_out)
 
 
 def record_sandbox_kill(scorer: str, reason: str) -> None:
@@ -59,4 +71,9 @@ def record_sandbox_kill(scorer: str, reason: str) -> None:
 
 def record_request(route: str, statuses: list[str]) -> None:
     for status in set(statuses):
-        REQUEST_ITEMS.labels(route=route, status=status).inc(statuses.count(status))
+        _request_series(route, status).inc(statuses.count(status))
+
+
+@cache
+def _request_series(route: str, status: str) -> Any:
+    return REQUEST_ITEMS.labels(route=route, status=status)

@@ -5,24 +5,29 @@ instead of silently scoring without a reference. The OpenRLHF body ignores extra
 clients add fields between versions.
 """
 
-from typing import Literal
+from dataclasses import field
+from typing import Any, Literal
 
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from reward_server.scorers.base import ScoreItem
-from reward_server.scoring import ItemScore
-
 Status = Literal["ok", "error", "timeout"]
 
 
-# A validating subclass of the scorers' own ScoreItem: pydantic builds the items in its core, and
-# they reach the scorers as they are (no per-item copy into another type; see reward_bench.py).
+# The documented shape of scorers.base.ScoreItem, field for field (a test compares them). Requests are
+# decoded by msgspec into ScoreItem (wire.py); this model validates only a body msgspec refused, to
+# name each bad field in FastAPI's 422 shape.
 @dataclass(config=ConfigDict(extra="forbid"), frozen=True, slots=True)
-class ScoreItemIn(ScoreItem):
+class ScoreItemIn:
     """One completion to score: `prompt`, `completion`, and what scorers check it against:
     `reference` (exact_match, entailment), `tests` (unit_tests), `metadata` (python functions)."""
+
+    prompt: str
+    completion: str
+    reference: str | None = None
+    tests: list[str] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class ScoreRequest(BaseModel):
@@ -35,12 +40,21 @@ class ScoreRequest(BaseModel):
     )
 
 
+class ScoreResult(BaseModel):
+    """The documented shape of scoring.ItemScore, field for field (a test compares them)."""
+
+    reward: float | None
+    status: Status
+    scores: dict[str, float]
+    error: str | None
+
+
 class ScoreResponse(BaseModel):
     """One result per item, in request order. A result's `reward` is the weighted sum of its `scores`,
     null unless `status` is ok; `scores` holds the scorers that succeeded; `error` names each failing
     scorer and why."""
 
-    results: list[ItemScore]
+    results: list[ScoreResult]
     server_version: str
     config_hash: str
 

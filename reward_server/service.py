@@ -17,6 +17,7 @@ from reward_server import metrics
 from reward_server.scorers import build_scorer
 from reward_server.scorers.base import ScoreItem
 from reward_server.scoring import ItemScore, WeightedScorer, score_items
+from reward_server.wire import ScoreRequestDecoder
 from services.config.reward import RewardConfig
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class ScoringService:
         self.config = config
         self.server_version = version("tandem")
         self.config_hash = config_hash(config)
+        self.request_decoder = ScoreRequestDecoder(config)
         self.scorers: dict[str, WeightedScorer] = {}
         self.ready = False
 

@@ -17,18 +17,18 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from reward_server import metrics
-from reward_server.auth import Authorized
+from reward_server.auth import AuthorizedService
 from reward_server.limits import Location, check_item_count, raise_if_any, text_errors
 from reward_server.models import OpenRLHFRequest, OpenRLHFResponse, json_response
+from reward_server.openapi import BEARER_SECURITY
 from reward_server.scorers.base import ScoreItem
 from reward_server.scoring import ItemScore
-from reward_server.service import ServiceDep
 
 router = APIRouter(tags=["scoring"])
 
 
-@router.post("/get_reward", response_model=OpenRLHFResponse)
-async def get_reward(request: OpenRLHFRequest, service: ServiceDep, _: Authorized) -> Response:
+@router.post("/get_reward", response_model=OpenRLHFResponse, openapi_extra=BEARER_SECURITY)
+async def get_reward(request: OpenRLHFRequest, service: AuthorizedService) -> Response:
     check_item_count(len(request.query), service.config)
     check_request(request, service.config.max_text_chars)
     scorers = service.select(None)

@@ -5,27 +5,29 @@ and the server reports that item as failed (no silent 0).
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+import msgspec
 
 ScoreStatus = Literal["ok", "error", "timeout"]
 
 
-@dataclass(frozen=True, slots=True)
-class ScoreItem:
+# A msgspec Struct, so /v1/score decodes its JSON body straight into these (reward_server/wire.py:
+# about 5x faster than pydantic, the largest cost per item). Unknown fields are errors, like the
+# documented pydantic model (models.ScoreItemIn), so a misspelt `refrence` is caught, not ignored.
+class ScoreItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One completion to score, with what scorers may check it against."""
 
     prompt: str
     completion: str
     reference: str | None = None
     tests: list[str] | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = {}  # msgspec gives each instance its own empty dict
 
 
-# Not frozen: a frozen dataclass costs three times as much to build, and one is built per item and
-# scorer on every request (benchmarks/reward_bench.py). Nothing mutates a result once returned.
-@dataclass(slots=True)
-class ScorerResult:
+# One is built per item and scorer on every request: a msgspec Struct builds in a third of a slotted
+# dataclass's time (gc=False: it holds no containers, so it can be in no reference cycle).
+class ScorerResult(msgspec.Struct, gc=False):
     """One scorer's verdict on one item: a finite score when status is "ok", else None and an error."""
 
     score: float | None

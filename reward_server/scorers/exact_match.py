@@ -4,9 +4,9 @@ No match is a wrong answer (score 0.0), but an item without a reference, or a nu
 against a reference that is not a number, is an error: there is nothing to compare with.
 """
 
-import math
 import re
 from collections.abc import Sequence
+from math import isfinite
 
 from reward_server.scorers.base import ScoreItem, ScorerResult
 from services.config.reward import ExactMatchScorerConfig
@@ -22,29 +22,32 @@ class ExactMatchScorer:
         self.tolerance = config.numeric_tolerance
 
     async def score(self, items: Sequence[ScoreItem]) -> list[ScorerResult]:
-        # Pure CPU and microseconds per item: running it on the loop is cheaper than a thread hop.
-        return [self.score_one(item) for item in items]
-
-    def score_one(self, item: ScoreItem) -> ScorerResult:
-        if item.reference is None:
-            return ScorerResult.failed("the item has no reference to compare with")
-        if self.tolerance is None:
-            return ScorerResult(float(self.extract(item.completion) == item.reference.strip()))
-        reference = parse_number(item.reference)
-        if reference is None:
-            return ScorerResult.failed(f"reference {item.reference!r} is not a number")
-        answer = self.extract(item.completion)
-        value = None if answer is None else parse_number(answer)
-        return ScorerResult(float(value is not None and abs(value - reference) <= self.tolerance))
-
-    def extract(self, completion: str) -> str | None:
-        """The first group of the first match (the whole match when the pattern has no group); None
-        when nothing matches, which no reference equals."""
-        match = self.pattern.search(completion)
-        if match is None:
-            return None
-        answer = match.group(self.group)
-        return None if answer is None else answer.strip()
+        # Pure CPU and about a microsecond per item: on the loop is cheaper than a thread hop. One loop
+        # with its lookups bound once: per-item calls were a quarter of the cost (reward_bench.py).
+        search, group, tolerance = self.pattern.search, self.group, self.tolerance
+        results: list[ScorerResult] = []
+        for item in items:
+            reference = item.reference
+            if reference is None:
+                results.append(ScorerResult.failed("the item has no reference to compare with"))
+                continue
+            # The first group of the first match (the whole match when the pattern has no group);
+            # no match is a wrong answer.
+            match = search(item.completion)
+            answer = None if match is None else match.group(group)
+            same_text = answer is not None and answer.strip() == reference.strip()
+            if tolerance is None:
+                correct = same_text
+            else:
+                expected = parse_number(reference)
+                if expected is None:
+                    results.append(ScorerResult.failed(f"reference {reference!r} is not a number"))
+                    continue
+                # The reference's own text is its number: no second parse for a right answer.
+                value = None if answer is None or same_text else parse_number(answer)
+                correct = same_text or (value is not None and abs(value - expected) <= tolerance)
+            results.append(ScorerResult(float(correct)))
+        return results
 
     async def close(self) -> None:
         return None
@@ -59,4 +62,4 @@ def parse_number(text: str) -> float | None:
             value = float(text.replace(",", ""))
         except ValueError:
             return None
-    return value if math.isfinite(value) else None
+    return value if isfinite(value) else None
