@@ -16,9 +16,18 @@ backlog = XLEN - pending - LLEN(replay).
 # A version of '' means the caller does not know it (it did not read that entry): read it here.
 # Acks the ids still pending; their entries join replay (by id) or are deleted; replay beyond
 # capacity loses its oldest ids, and their entries. Returns {settled, evicted}.
+# Only XACK goes id by id (its reply says whether that id was still pending); the list, hash and
+# stream writes are one call each (in chunks: Lua's unpack takes a few thousand values at most).
 SETTLE = """
+local function in_chunks(command, key, values)
+  for i = 1, #values, 1000 do
+    redis.call(command, key, unpack(values, i, math.min(i + 999, #values)))
+  end
+end
 local settled, evicted = 0, 0
 local capacity = tonumber(ARGV[3])
+local to_replay = ARGV[2] == '1'
+local kept, removed, per_version = {}, {}, {}
 for i = 5, #ARGV, 2 do
   local id, version = ARGV[i], ARGV[i + 1]
   if version == '' then
@@ -31,18 +40,20 @@ for i = 5, #ARGV, 2 do
   end
   if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 and version ~= '' then
     settled = settled + 1
-    if redis.call('HINCRBY', KEYS[4], version, -1) <= 0 then redis.call('HDEL', KEYS[4], version) end
-    if ARGV[2] == '1' and capacity > 0 then
-      redis.call('LPUSH', KEYS[2], id)
-    else
-      redis.call('XDEL', KEYS[1], id)
-      if ARGV[2] == '1' then evicted = evicted + 1 end
-    end
+    per_version[version] = (per_version[version] or 0) + 1
+    if to_replay and capacity > 0 then kept[#kept + 1] = id else removed[#removed + 1] = id end
   end
 end
-while redis.call('LLEN', KEYS[2]) > capacity do
-  redis.call('XDEL', KEYS[1], redis.call('RPOP', KEYS[2]))
-  evicted = evicted + 1
+for version, count in pairs(per_version) do
+  if redis.call('HINCRBY', KEYS[4], version, -count) <= 0 then redis.call('HDEL', KEYS[4], version) end
+end
+in_chunks('LPUSH', KEYS[2], kept)
+in_chunks('XDEL', KEYS[1], removed)
+if to_replay then evicted = #removed end
+local excess = redis.call('LLEN', KEYS[2]) - capacity
+if excess > 0 then
+  in_chunks('XDEL', KEYS[1], redis.call('RPOP', KEYS[2], excess))
+  evicted = evicted + excess
 end
 if settled > 0 then redis.call('HINCRBY', KEYS[3], ARGV[4], settled) end
 if evicted > 0 then redis.call('HINCRBY', KEYS[3], 'evicted', evicted) end

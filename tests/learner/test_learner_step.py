@@ -6,6 +6,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import pytest
 import torch
 from learner_support import learner_config, sampled_groups
@@ -120,8 +121,8 @@ def test_a_non_finite_reward_is_refused_skipped_or_stops_and_never_steps(
         ScoredGroup("n", good.prompt, good.prompt_token_ids, good.samples, [math.nan, 1.0, 0.0, 1.0],
                     ["ok"] * 4, [{}] * 4)  # fmt: skip
     # ... and one that got past it anyway (built in-process, then changed) is screened out.
-    poisoned = replace(good, group_id="nan")
-    object.__setattr__(poisoned, "rewards", [math.inf, *good.rewards[1:]])
+    poisoned = msgspec.structs.replace(good, group_id="nan")
+    msgspec.structs.force_setattr(poisoned, "rewards", [math.inf, *good.rewards[1:]])
     kept, skipped = screen_groups([poisoned, good], stop_on_bad_data=False)
     assert kept == [good] and skipped == {"unscored_or_nonfinite_reward": 1}
     with pytest.raises(BadDataError, match="group 'nan': unscored or nonfinite reward"):

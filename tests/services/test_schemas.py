@@ -1,6 +1,7 @@
 """Wire records: msgpack round-trips, contract checks, and the padded TrainBatch collation."""
 
 import math
+import struct
 
 import msgpack
 import pytest
@@ -62,6 +63,57 @@ def test_contract_violations_are_named() -> None:
         group([sample("a"), sample("b")])
     with pytest.raises(SchemaError, match="failed \\(error\\) but has a reward"):
         ScoredGroup("g", "p", [1], [sample()], [0.0], ["error"], [{}])
+
+
+def v1_map(original: ScoredGroup) -> dict:
+    """The v1 wire layout written out by hand: msgpack maps, arrays as little-endian bytes."""
+    return {
+        "v": 1, "group_id": original.group_id, "prompt": original.prompt,
+        "prompt_token_ids": struct.pack("<2i", 1, 2),
+        "samples": [
+            {
+                "prompt_id": s.prompt_id,
+                "prompt_token_ids": struct.pack(f"<{len(s.prompt_token_ids)}i", *s.prompt_token_ids),
+                "completion_token_ids": struct.pack(
+                    f"<{len(s.completion_token_ids)}i", *s.completion_token_ids
+                ),
+                "completion_text": s.completion_text,
+                "behaviour_logprobs": struct.pack(
+                    f"<{len(s.behaviour_logprobs or [])}d", *(s.behaviour_logprobs or [])
+                ),
+                "finish_reason": s.finish_reason, "policy_version": s.policy_version,
+                "actor_id": s.actor_id, "created_at": s.created_at,
+            }
+            for s in original.samples
+        ],
+        "rewards": original.rewards, "reward_status": original.reward_status,
+        "reward_details": original.reward_details, "source": original.source,
+        "reference": original.reference, "created_at": original.created_at,
+    }  # fmt: skip
+
+
+def test_the_wire_format_is_v1_byte_for_byte() -> None:
+    # Groups already in a Redis or an offline file of an earlier build must still decode, and the other
+    # way round: the msgspec codec writes exactly what msgpack-python wrote for the v1 maps.
+    original = group([sample(completion=(9, 8)), sample(version=1)], rewards=[0.25, None])
+    written_before = msgpack.packb(v1_map(original), use_bin_type=True)
+    assert original.to_bytes() == written_before
+    assert ScoredGroup.from_bytes(written_before) == original
+    reordered = dict(reversed(v1_map(original).items()))  # a map's key order is not part of the format
+    assert ScoredGroup.from_bytes(msgpack.packb(reordered, use_bin_type=True)) == original
+
+
+def test_a_mistyped_field_is_named() -> None:
+    wire = v1_map(group([sample()]))
+    wire["samples"][0]["policy_version"] = "7"
+    with pytest.raises(
+        SchemaError, match=r"mistypes a field: Expected `int`, got `str` - at `\$.samples\[0\]"
+    ):
+        ScoredGroup.from_bytes(msgpack.packb(wire, use_bin_type=True))
+    wire = v1_map(group([sample()]))
+    wire["samples"][0]["completion_token_ids"] = b"\x01\x00\x00"  # 3 bytes: not whole int32s
+    with pytest.raises(SchemaError, match="not a whole number"):
+        ScoredGroup.from_bytes(msgpack.packb(wire, use_bin_type=True))
 
 
 def test_garbage_payloads_fail_clearly_and_never_execute() -> None:
