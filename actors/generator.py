@@ -17,6 +17,7 @@ from actors.rollout import RolloutSettings, RolloutWorker, StepOutcome
 from actors.sampling import SamplingSettings
 from services.buffer import open_buffer
 from services.config import TandemConfig
+from services.gc_heap import freeze_startup_objects
 from services.prompts import open_prompt_source
 from services.prompts.record import read_prompt_file
 from services.weight_sync import open_subscriber
@@ -94,6 +95,7 @@ class Generator:
         self.eval_prompts = read_prompt_file(actors.eval_prompts) if actors.eval_prompts else []
         self._stop = threading.Event()
         self.worker.sync_weights()
+        freeze_startup_objects()  # the engine, vLLM and torch: full collections would stall steps
 
     def ready(self) -> dict[str, object]:
         """Answered once construction (engine start, weight catch-up) is done."""
@@ -151,6 +153,7 @@ class Generator:
 
     def close(self) -> None:
         self.stop()
+        self.worker.close()
         close_prompts = getattr(self.worker.prompts, "close", None)
         if close_prompts is not None:
             close_prompts()

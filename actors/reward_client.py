@@ -10,6 +10,7 @@ implements it, and it imports nothing from reward_server/.
 """
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -17,10 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import msgspec
 
 from services.schemas import RewardStatus
 
 RETRIED_STATUS_CODES = frozenset({429, 500, 502, 503, 504})
+JSON_HEADERS = {"content-type": "application/json"}
+_encoder = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +151,11 @@ class RewardClient:
 
     async def _post_once(self, body: dict[str, Any], remaining_s: float) -> "dict | RequestFailure":
         try:
-            response = await self._http.post(self.url, json=body, timeout=remaining_s)
+            # msgspec rather than httpx's json.dumps/json.loads: this runs on the actor's background
+            # loop, and every millisecond it holds the GIL is one the engine's frontend waits.
+            response = await self._http.post(
+                self.url, content=_encoder.encode(body), headers=JSON_HEADERS, timeout=remaining_s
+            )
         except httpx.TimeoutException as error:
             return RequestFailure(f"reward server {self.url} timed out ({type(error).__name__})", "timeout")
         except httpx.TransportError as error:
@@ -159,7 +167,11 @@ class RewardClient:
                 retryable=retryable,
             )
         try:
-            return response.json()
+            return msgspec.json.decode(response.content)
+        except msgspec.DecodeError:
+            pass
+        try:  # what only Python's json reads (NaN, Infinity): parse_results judges the values
+            return json.loads(response.content)
         except ValueError:
             return RequestFailure(f"reward server answered non-JSON: {response.text[:200]!r}")
 

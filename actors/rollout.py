@@ -1,14 +1,19 @@
 """The rollout loop of one generation actor: prompts -> n samples each -> rewards -> ScoredGroups -> buffer.
 
-One `step` is one batch of prompts. Scoring is pipelined one batch deep: batch k's reward call runs
-on a background event loop while batch k+1 generates, so the reward server's latency hides behind
-generation. Between batches the worker picks up newly published weights, and it pauses instead of
+One `step` is one batch of prompts. Scoring and pushing are pipelined: batch k's reward call runs on
+a background event loop while batch k+1 generates, and its groups then go to the buffer on a pusher
+thread while batch k+2 generates, so neither the reward server's latency nor the buffer's (a Ray
+call, or a Redis transaction: a tenth of a tiny model's step, benchmarks/actors_bench.py) holds up
+the engine. Between batches the worker picks up newly published weights, and it pauses instead of
 generating while the buffer's fresh backlog is at its high-water mark or while its weights are more
 than `max_staleness` versions behind the learner (what it made would only be dropped as stale).
+The gate reads both from the last put's answer while a put is in flight (one batch old), and waits
+for that put when it could reach the high-water mark, so the pause comes no later than unpipelined.
 
 Failures are explicit: items whose reward failed are scored again `item_retries` times; a group
 that still has a failed sample is not pushed but written to the dead-letter file with the reasons.
-The prompt cursor is saved after each pushed batch, so a restarted actor continues its shard.
+The prompt cursor is saved once a batch's put is answered, so a restarted actor continues its shard
+and a batch whose put was lost in a crash is generated again.
 """
 
 import json
@@ -18,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -26,7 +31,7 @@ from typing import Literal, Protocol
 from actors.dead_letter import DeadLetterFile, FailedSample
 from actors.reward_client import RewardItem, RewardOutcome
 from actors.sampling import PromptRequest, SamplingSettings
-from services.buffer import ExperienceBuffer
+from services.buffer import ExperienceBuffer, PutResult
 from services.prompts import PromptSource
 from services.prompts.file_source import PromptCursor
 from services.prompts.record import PromptRecord
@@ -105,6 +110,15 @@ class PendingBatch:
     cursor_after: PromptCursor
 
 
+@dataclass
+class PendingPush:
+    """Groups handed to the buffer on the pusher thread; `put` is None when the batch had none."""
+
+    groups: list[ScoredGroup]
+    put: "Future[PutResult] | None"
+    cursor_after: PromptCursor
+
+
 class RolloutWorker:
     def __init__(
         self,
@@ -127,6 +141,9 @@ class RolloutWorker:
         self.cursor_file = cursor_file
         self.stats = RolloutStats(policy_version=engine.policy_version)
         self._pending: PendingBatch | None = None
+        self._push: PendingPush | None = None
+        self._last_put: PutResult | None = None
+        self._pusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{settings.actor_id}-push")
         self._backpressure = False
         # vLLM's LLM is not thread-safe: evaluation (another thread of the actor) shares the engine.
         self.engine_lock = threading.Lock()
@@ -178,29 +195,69 @@ class RolloutWorker:
         self.stats.tokens_generated += sum(len(s.completion_token_ids) for s in flat)
         items = _items(records, samples)
         pending = PendingBatch(records, samples, self.scoring.submit(items), cursor_after)
-        # Finish the previous batch only now: its reward call ran while this batch generated.
-        self.drain()
+        # Finish the previous batch only now: its reward call ran while this batch generated. Its put
+        # then runs while the next batch generates.
+        self._finish_pending()
         self._pending = pending
         self.stats.batches += 1
         return "generated"
 
     def drain(self) -> None:
-        """Wait for the batch in flight, then push its groups (or dead-letter them)."""
+        """Wait for the batch in flight, push its groups (or dead-letter them), and wait for the push."""
+        self._finish_pending()
+        self.wait_for_push()
+
+    def _finish_pending(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None:
             self._finish(pending)
 
+    def wait_for_push(self) -> None:
+        """Wait for the put in flight; then its answer is known and its batch's cursor saved. A put that
+        failed (the buffer unreachable after its retries) raises here."""
+        push, self._push = self._push, None
+        if push is None:
+            return
+        if push.put is not None:
+            result = self._last_put = push.put.result()
+            self._backpressure = result.paused
+            self.stats.groups_pushed += len(push.groups)
+            for group in push.groups:
+                self.stats.reward_sum += sum(r for r in group.rewards if r is not None)
+                self.stats.rewards_counted += len(group.rewards)
+        self._save_cursor(push.cursor_after)
+
+    def close(self) -> None:
+        self.drain()
+        self._pusher.shutdown()
+
     def _gate(self) -> StepOutcome | None:
+        if self._push is not None and self._may_reach_high_water(self._push):
+            self.wait_for_push()  # near the mark: the exact backlog, not a guess
         version = self.engine.policy_version
-        if version is not None and self.buffer.learner_version() - version > self.settings.max_staleness:
+        if version is not None and self._learner_version() - version > self.settings.max_staleness:
             self.stats.pauses_stale += 1
             return "stale_weights"
         if self._backpressure:
+            self.wait_for_push()  # stats() never runs beside a put
             if self.buffer.stats().backlog >= self.settings.high_water:
                 self.stats.pauses_backpressure += 1
                 return "backpressure"
             self._backpressure = False
         return None
+
+    def _may_reach_high_water(self, push: PendingPush) -> bool:
+        """Whether the put in flight could bring the backlog to the mark (the learner only lowers it)."""
+        known = self._last_put.backlog if self._last_put is not None else 0
+        return known + len(push.groups) >= self.settings.high_water
+
+    def _learner_version(self) -> int:
+        # While a put is in flight, the previous put's answer says the learner's version one batch ago:
+        # close enough for a bound counted in versions, and asking the buffer now would wait behind
+        # the put (a Ray actor answers its calls in order).
+        if self._push is not None and self._last_put is not None:
+            return self._last_put.learner_version
+        return self.buffer.learner_version()
 
     def _finish(self, batch: PendingBatch) -> None:
         outcomes = self._rescore_failed(batch, batch.outcomes.result())
@@ -214,14 +271,9 @@ class RolloutWorker:
                 good.append(_scored_group(group_id, record, group, group_outcomes))
             else:
                 self._dead_letter(group_id, record, group, group_outcomes)
-        if good:
-            result = self.buffer.put(good)
-            self._backpressure = result.paused
-            self.stats.groups_pushed += len(good)
-            for group in good:
-                self.stats.reward_sum += sum(r for r in group.rewards if r is not None)
-                self.stats.rewards_counted += len(group.rewards)
-        self._save_cursor(batch.cursor_after)
+        self.wait_for_push()  # one put at a time, in order: cursors are saved in order
+        put = self._pusher.submit(self.buffer.put, good) if good else None
+        self._push = PendingPush(good, put, batch.cursor_after)
 
     def _rescore_failed(self, batch: PendingBatch, outcomes: list[RewardOutcome]) -> list[RewardOutcome]:
         outcomes = list(outcomes)

@@ -2,24 +2,21 @@
 
 `WeightReceiverExtension` is mixed into vLLM's worker (engine arg `worker_extension_cls`) and is
 called through `LLM.collective_rpc`, vLLM's supported control path into its workers. It receives the
-safetensors blob and manifest, checks every tensor's checksum, reloads the weights in place with the
-worker's `reload_weights`, then reads back every parameter that vLLM keeps under its checkpoint name
-(norms, output projections, embeddings: everything but the fused q/k/v and gate/up) and compares it
-with what was published. Any mismatch raises with both versions named: a generator must never keep
-generating from old weights while reporting a new version.
+manifest and the path of the safetensors blob (staged by actors/engine.py: a path crosses the
+control path in microseconds, the blob took seconds), checks every tensor's checksum, reloads the
+weights in place with the worker's `reload_weights`, then reads back every parameter that vLLM
+keeps under its checkpoint name (norms, output projections, embeddings: everything but the fused
+q/k/v and gate/up) and compares it with what was published. Any mismatch raises with both versions
+named: a generator must never keep generating from old weights while reporting a new version.
 """
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from services.weight_sync.manifest import (
-    PublishedWeights,
-    WeightManifest,
-    WeightSyncError,
-    decode_weights,
-)
+from services.weight_sync.manifest import WeightManifest, WeightSyncError, load_verified_file
 
 EXTENSION_QUALNAME = "actors.weight_receiver.WeightReceiverExtension"
 
@@ -34,9 +31,9 @@ class WeightReceiverExtension:
 
     _tandem_staged: tuple[WeightManifest, dict[str, torch.Tensor]] | None = None
 
-    def tandem_stage_weights(self, manifest_json: str, blob: bytes) -> dict[str, Any]:
+    def tandem_stage_weights(self, manifest_json: str, blob_path: str) -> dict[str, Any]:
         manifest = WeightManifest.from_json(manifest_json)
-        tensors = decode_weights(PublishedWeights(manifest, blob))  # raises on any checksum mismatch
+        tensors = load_verified_file(manifest, Path(blob_path))  # raises on any checksum mismatch
         _check_fits(self.model_runner.get_model(), tensors, manifest.version)  # type: ignore[attr-defined]
         self._tandem_staged = (manifest, tensors)
         return {"version": manifest.version, "digest": manifest.digest}

@@ -36,7 +36,7 @@ class MemoryBuffer:
             backlog = len(self._fresh)
             paused = backlog >= self.config.high_water
             self._counters["paused_signals"] += int(paused)
-            return PutResult(accepted=len(groups), backlog=backlog, paused=paused)
+            return PutResult(len(groups), backlog, paused, learner_version=self._version)
 
     def put_offline(self, groups: list[ScoredGroup]) -> int:
         with self._lock:

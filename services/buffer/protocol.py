@@ -4,7 +4,7 @@ Semantics shared by every implementation (one test-suite runs against each):
 - `put` appends fresh groups to a stream, once even when a lost reply makes the client retry; each
   is delivered to the learner exactly once, and stays pending (redelivered after a crash) until
   `ack`. `put` reports the unconsumed backlog and whether it is at the high-water mark, so actors
-  pause instead of generating data that would go stale.
+  pause instead of generating data that would go stale, and the learner's version.
 - `sample` draws a mixed batch (rules in mixing.py): fresh groups within the staleness bound, the rest
   from the replay pool (consumed fresh groups) and offline data. Too-stale fresh groups met on the
   way are moved to replay or dropped, by `stale_policy`.
@@ -23,11 +23,13 @@ from services.schemas import ScoredGroup
 @dataclass(frozen=True)
 class PutResult:
     """`accepted` groups stored; `backlog` fresh groups not yet delivered; `paused` means the backlog
-    is at `high_water` and actors should wait."""
+    is at `high_water` and actors should wait. `learner_version` is the learner's policy version at
+    the time, so an actor can judge its own staleness without another round trip."""
 
     accepted: int
     backlog: int
     paused: bool
+    learner_version: int = 0
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 CONSUMER_GROUP = "learners"
 RECEIPT_TTL_S = 3600  # a put's receipt outlives any retry of it (8 retries back off for ~10 s in all)
 Entry = tuple[str, int, bytes]  # delivery id, policy version, payload
+Sizes = tuple[int, int, int, int]  # stream length, pending, replay size, learner version
 
 
 class FailureCount:
@@ -120,16 +121,17 @@ class RedisBuffer:
                 raise
 
     def put(self, groups: list[ScoredGroup]) -> PutResult:
-        stream_length, pending, replay = self._write_new(groups)
+        stream_length, pending, replay, version = self._write_new(groups)
         backlog = stream_length - pending - replay  # the stream also holds the replay pool's entries
         paused = backlog >= self.config.high_water
         self._unflushed["paused_signals"] += int(paused)
-        return PutResult(accepted=len(groups), backlog=backlog, paused=paused)
+        return PutResult(len(groups), backlog, paused, learner_version=version)
 
-    def _write_new(self, groups: list[ScoredGroup]) -> tuple[int, int, int]:
+    def _write_new(self, groups: list[ScoredGroup]) -> Sizes:
         """One MULTI/EXEC: the groups, a receipt key for this put, and the counts. Returns the stream
-        length, pending entries and replay size after it. After a connection error the transaction
-        ran entirely or not at all; the receipt tells which, so a retry never adds a group twice."""
+        length, pending entries, replay size and learner version after it. After a connection error the
+        transaction ran entirely or not at all; the receipt tells which, so a retry never adds a group
+        twice."""
         records = [(group.policy_version, group.to_bytes()) for group in groups]
         receipt = f"{self.config.namespace}:put:{uuid.uuid4().hex}"
         failures = 0
@@ -145,7 +147,7 @@ class RedisBuffer:
                 if self.client.exists(receipt):
                     return self._sizes()  # applied; only the reply was lost
 
-    def _transaction(self, records: list[tuple[int, bytes]], receipt: str) -> tuple[int, int, int]:
+    def _transaction(self, records: list[tuple[int, bytes]], receipt: str) -> Sizes:
         pipe = self.writer.pipeline(transaction=True)
         self._flush_counts(pipe)  # sample-side counts ride along (telemetry: lost with a failed attempt)
         pipe.set(receipt, 1, ex=RECEIPT_TTL_S)
@@ -154,19 +156,21 @@ class RedisBuffer:
         for version, count in Counter(version for version, _ in records).items():
             pipe.hincrby(self.keys["versions"], version, count)
         pipe.hincrby(self.keys["counters"], "put", len(records))
-        pipe.xlen(self.keys["fresh"])
-        pipe.xpending(self.keys["fresh"], CONSUMER_GROUP)
-        pipe.llen(self.keys["replay"])
-        *_, stream_length, pending, replay = pipe.execute()
-        return int(stream_length), int(pending["pending"]), int(replay)
+        self._queue_sizes(pipe)
+        *_, stream_length, pending, replay, version = pipe.execute()
+        return int(stream_length), int(pending["pending"]), int(replay), int(version or 0)
 
-    def _sizes(self) -> tuple[int, int, int]:
+    def _sizes(self) -> Sizes:
         pipe = self.client.pipeline(transaction=True)
+        self._queue_sizes(pipe)
+        stream_length, pending, replay, version = pipe.execute()
+        return int(stream_length), int(pending["pending"]), int(replay), int(version or 0)
+
+    def _queue_sizes(self, pipe: Any) -> None:
         pipe.xlen(self.keys["fresh"])
         pipe.xpending(self.keys["fresh"], CONSUMER_GROUP)
         pipe.llen(self.keys["replay"])
-        stream_length, pending, replay = pipe.execute()
-        return int(stream_length), int(pending["pending"]), int(replay)
+        pipe.get(self.keys["version"])
 
     def put_offline(self, groups: list[ScoredGroup]) -> int:
         if not groups:

@@ -12,6 +12,7 @@ import ray
 from services.buffer.memory import MemoryBuffer
 from services.buffer.protocol import BufferStats, PutResult, SampledBatch
 from services.config.buffer import BufferConfig
+from services.gc_heap import freeze_startup_objects
 from services.schemas import ScoredGroup
 
 RAY_NAMESPACE = "tandem"
@@ -27,6 +28,7 @@ class BufferActor:
 
     def __init__(self, config_json: str, seed: int):
         self.buffer = MemoryBuffer(BufferConfig.model_validate_json(config_json), seed=seed)
+        freeze_startup_objects()  # a full collection over torch's objects stalled puts by 250 ms
 
     def put(self, payloads: list[bytes]) -> PutResult:
         return self.buffer.put([ScoredGroup.from_bytes(p) for p in payloads])

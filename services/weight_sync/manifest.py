@@ -7,9 +7,11 @@ tensor of the wrong dtype or a stale file under a new version number all fail ve
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from safetensors.torch import load as load_safetensors
+from safetensors.torch import load_file as load_safetensors_file
 from safetensors.torch import save as save_safetensors
 
 
@@ -100,6 +102,22 @@ def decode_weights(published: PublishedWeights) -> dict[str, torch.Tensor]:
         tensors = load_safetensors(published.blob)
     except Exception as error:  # safetensors raises its own error types for corrupt headers
         raise WeightSyncError(f"weights v{manifest.version}: unreadable safetensors blob: {error}") from error
+    verify_tensors(tensors, manifest)
+    return tensors
+
+
+def load_verified_file(manifest: WeightManifest, path: Path) -> dict[str, torch.Tensor]:
+    """`decode_weights` for a blob that is a file: read by safetensors straight into tensors (one copy
+    fewer than reading the bytes first), then verified the same way."""
+    size = path.stat().st_size
+    if size != manifest.num_bytes:
+        raise WeightSyncError(
+            f"weights v{manifest.version}: {path} has {size} bytes, manifest says {manifest.num_bytes}"
+        )
+    try:
+        tensors = load_safetensors_file(path)
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise WeightSyncError(f"weights v{manifest.version}: unreadable safetensors file: {error}") from error
     verify_tensors(tensors, manifest)
     return tensors
 

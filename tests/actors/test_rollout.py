@@ -131,6 +131,7 @@ def test_groups_are_scored_and_pushed_one_batch_behind(tmp_path: Path, reward_ur
     assert worker.step() == "generated"
     assert worker.buffer.stats().backlog == 0  # batch 1 is being scored while batch 2 generates
     assert worker.step() == "generated"
+    worker.wait_for_push()  # batch 1's put (it runs while batch 3 would generate)
     assert worker.buffer.stats().backlog == 3
     worker.drain()
     batch = worker.buffer.sample(6, learner_version=0)
@@ -142,6 +143,32 @@ def test_groups_are_scored_and_pushed_one_batch_behind(tmp_path: Path, reward_ur
         assert group.reference == str(2 * int(group.prompt.split("+")[0]))
     assert worker.stats.groups_pushed == 6
     assert worker.stats.as_dict()["reward_mean"] == 0.5
+
+
+class GatedBuffer(MemoryBuffer):
+    """A buffer whose puts wait for `open` to be set, as a slow Ray call or Redis transaction would."""
+
+    def __init__(self) -> None:
+        super().__init__(BufferConfig())
+        self.open = threading.Event()
+
+    def put(self, groups):  # type: ignore[no-untyped-def]
+        assert self.open.wait(timeout=30)
+        return super().put(groups)
+
+
+def test_a_put_runs_while_the_next_batch_generates(tmp_path: Path, reward_url: str, loop) -> None:  # type: ignore[no-untyped-def]
+    buffer = GatedBuffer()
+    worker = make_worker(tmp_path, reward_url, loop, buffer=buffer)
+    worker.step()
+    assert worker.step() == "generated"  # hands batch 1 to the pusher, returns with its put waiting
+    assert worker.stats.groups_pushed == 0 and not (tmp_path / "actor-0.cursor.json").exists()
+    buffer.open.set()  # batch 3 generates while put 1 finishes; its step waits for put 1 at the end
+    assert worker.step() == "generated" and worker.stats.groups_pushed == 3
+    worker.drain()
+    assert buffer.stats().backlog == 9 and worker.stats.groups_pushed == 9
+    # The cursor is saved once a put is answered: a crash before that regenerates the batch.
+    assert (tmp_path / "actor-0.cursor.json").exists()
 
 
 def test_new_weights_are_loaded_between_batches(tmp_path: Path, reward_url: str, loop) -> None:  # type: ignore[no-untyped-def]
@@ -278,3 +305,4 @@ def test_a_restarted_worker_continues_its_prompt_shard(tmp_path: Path, reward_ur
     reference = FilePromptSource(PROMPTS, seed=3)
     expected = [record.prompt_id for record in reference.next_batch(9)]
     assert seen + second.engine.calls[0] == expected
+    second.close()

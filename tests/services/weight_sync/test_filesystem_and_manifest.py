@@ -7,7 +7,7 @@ import torch
 
 from services.weight_sync import WeightSyncError, decode_weights, encode_weights
 from services.weight_sync.filesystem import FilesystemPublisher, FilesystemSubscriber, published_versions
-from services.weight_sync.manifest import PublishedWeights, WeightManifest
+from services.weight_sync.manifest import PublishedWeights, WeightManifest, load_verified_file
 
 
 def state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -52,6 +52,23 @@ def test_truncated_blob_and_wrong_tensor_set_are_caught() -> None:
     claimed = WeightManifest(2, published.manifest.checksums, num_bytes=len(other.blob))
     with pytest.raises(WeightSyncError, match="missing tensors"):
         decode_weights(PublishedWeights(claimed, other.blob))
+
+
+def test_a_blob_file_is_verified_like_a_blob(tmp_path: Path) -> None:
+    published = encode_weights(state_dict(), version=3)
+    path = tmp_path / "blob.safetensors"
+    path.write_bytes(published.blob)
+    loaded = load_verified_file(published.manifest, path)
+    assert loaded.keys() == state_dict().keys()
+    assert all(torch.equal(loaded[name], tensor) for name, tensor in state_dict().items())
+    corrupt = bytearray(published.blob)
+    corrupt[-3] ^= 0xFF
+    path.write_bytes(bytes(corrupt))
+    with pytest.raises(WeightSyncError, match="v3: checksum mismatch"):
+        load_verified_file(published.manifest, path)
+    path.write_bytes(published.blob[:-10])
+    with pytest.raises(WeightSyncError, match="manifest says"):
+        load_verified_file(published.manifest, path)
 
 
 def test_filesystem_transport_serves_the_newest_whole_version(tmp_path: Path) -> None:
