@@ -137,12 +137,12 @@ def run(quick: bool) -> BenchResult:
                 baseline=measured["raw"],
                 target=0.9,
                 miss_note=(
-                    "Per batch the actor also builds `Sample`s with their log-probs, scores them over HTTP "
-                    "and pushes groups to the Ray-served buffer, on the same two cores as its engine and "
-                    "the reward server. With 8-token completions from a 0.8 M model a batch generates in a "
-                    "fraction of a second, so that per-batch work is a large share; longer completions or "
-                    "a larger model shrink it, and a profile of the actor process would show which part "
-                    "to move off the generation path."
+                    "Scoring and pushing already run beside generation (a background loop and a pusher "
+                    "thread), so what is left is the last batch's scoring and put, which nothing can "
+                    "overlap, and the CPU that the reward server, the buffer actor and Ray take from the "
+                    "engine on the same two cores. With 8-token completions from a 0.8 M model a batch "
+                    "generates in a fraction of a second, so these are a large share; a larger model "
+                    "or longer completions shrink it."
                 ),
             )
         ],
