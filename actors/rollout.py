@@ -193,12 +193,13 @@ class RolloutWorker:
         flat = [sample for group in samples for sample in group]
         self.stats.samples_generated += len(flat)
         self.stats.tokens_generated += sum(len(s.completion_token_ids) for s in flat)
-        items = _items(records, samples)
-        pending = PendingBatch(records, samples, self.scoring.submit(items), cursor_after)
+        outcomes = self.scoring.submit(_items(records, samples))
+        previous, self._pending = self._pending, PendingBatch(records, samples, outcomes, cursor_after)
         # Finish the previous batch only now: its reward call ran while this batch generated. Its put
-        # then runs while the next batch generates.
-        self._finish_pending()
-        self._pending = pending
+        # then runs while the next batch generates. The new batch is already held, so a failure here
+        # leaves it for `close` rather than dropping its reward call.
+        if previous is not None:
+            self._finish(previous)
         self.stats.batches += 1
         return "generated"
 

@@ -181,6 +181,7 @@ def test_new_weights_are_loaded_between_batches(tmp_path: Path, reward_url: str,
     versions = sorted(group.policy_version for group in worker.buffer.sample(6, learner_version=2).groups)
     assert versions == [0, 0, 0, 2, 2, 2]
     assert worker.stats.weight_loads == 1 and worker.stats.policy_version == 2
+    worker.close()
 
 
 def test_failed_rewards_are_retried_then_dead_lettered(tmp_path: Path, loop) -> None:  # type: ignore[no-untyped-def]
@@ -282,6 +283,7 @@ def test_backpressure_pauses_generation_until_the_learner_consumes(
     buffer.ack(batch.delivery_ids)
     assert worker.step() == "generated"
     assert worker.stats.pauses_backpressure == 2
+    worker.close()
 
 
 def test_stale_weights_pause_until_new_ones_are_published(tmp_path: Path, reward_url: str, loop) -> None:  # type: ignore[no-untyped-def]
@@ -292,6 +294,7 @@ def test_stale_weights_pause_until_new_ones_are_published(tmp_path: Path, reward
     publish(tmp_path, 1)
     assert worker.step() == "generated"
     assert worker.stats.pauses_stale == 1 and worker.engine.policy_version == 1
+    worker.close()
 
 
 def test_a_restarted_worker_continues_its_prompt_shard(tmp_path: Path, reward_url: str, loop) -> None:  # type: ignore[no-untyped-def]
