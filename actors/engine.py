@@ -88,6 +88,11 @@ class GenerationEngine:
                     f"v{manifest.version} digest {manifest.digest} (engine was at v{previous})"
                 )
 
+    def close(self) -> None:
+        """Stop the engine's core and worker processes now, not at interpreter exit (where vLLM's
+        liveness monitor reports them as having died unexpectedly). The engine is unusable after."""
+        self.llm.llm_engine.engine_core.shutdown()
+
     def parameter_digest(self) -> str:
         """Digest of the engine's parameters as they are now (for tests and diagnostics)."""
         return self.llm.collective_rpc("tandem_parameter_digest")[0]

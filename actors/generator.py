@@ -159,3 +159,4 @@ class Generator:
             close_prompts()
         self.loop.run(self.client.aclose())
         self.loop.close()
+        self.engine.close()

@@ -112,11 +112,10 @@ class PendingBatch:
 
 @dataclass
 class PendingPush:
-    """Groups handed to the buffer on the pusher thread; `put` is None when the batch had none."""
+    """A batch's groups on the pusher thread; `put` answers None when the batch had none to push."""
 
     groups: list[ScoredGroup]
-    put: "Future[PutResult] | None"
-    cursor_after: PromptCursor
+    put: "Future[PutResult | None]"
 
 
 class RolloutWorker:
@@ -219,14 +218,14 @@ class RolloutWorker:
         push, self._push = self._push, None
         if push is None:
             return
-        if push.put is not None:
-            result = self._last_put = push.put.result()
+        result = push.put.result()
+        if result is not None:
+            self._last_put = result
             self._backpressure = result.paused
             self.stats.groups_pushed += len(push.groups)
             for group in push.groups:
                 self.stats.reward_sum += sum(r for r in group.rewards if r is not None)
                 self.stats.rewards_counted += len(group.rewards)
-        self._save_cursor(push.cursor_after)
 
     def close(self) -> None:
         self.drain()
@@ -273,10 +272,19 @@ class RolloutWorker:
             else:
                 self._dead_letter(group_id, record, group, group_outcomes)
         self.wait_for_push()  # one put at a time, in order: cursors are saved in order
-        put = self._pusher.submit(self.buffer.put, good) if good else None
-        self._push = PendingPush(good, put, batch.cursor_after)
+        put = self._pusher.submit(self._put_then_save_cursor, good, batch.cursor_after)
+        self._push = PendingPush(good, put)
+
+    def _put_then_save_cursor(self, groups: list[ScoredGroup], cursor: PromptCursor) -> PutResult | None:
+        """On the pusher thread: the put, then the cursor past its batch, so a crash in between
+        generates the batch again. The file write (a few ms) stays off the generation path too."""
+        result = self.buffer.put(groups) if groups else None
+        self._save_cursor(cursor)
+        return result
 
     def _rescore_failed(self, batch: PendingBatch, outcomes: list[RewardOutcome]) -> list[RewardOutcome]:
+        if all(outcome.status == "ok" for outcome in outcomes):
+            return outcomes  # the usual case: nothing to rebuild the items for
         outcomes = list(outcomes)
         items = _items(batch.prompts, batch.samples)
         outcomes = self._wait_out_outage(items, outcomes)

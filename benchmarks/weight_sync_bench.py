@@ -106,7 +106,7 @@ def measure_size(hidden: int, layers: int, repeats: int, scratch: Path) -> dict[
     for kind in TRANSPORTS:
         del phases[kind][0]  # the warm-up run
     # Engine cores are separate processes: shut this one down before the next size starts its own.
-    engine.llm.llm_engine.engine_core.shutdown()
+    engine.close()
     gc.collect()
     return {"parameters": parameters, "seconds": seconds, "phases": phases}
 

@@ -84,6 +84,7 @@ def generate_samples(args: argparse.Namespace) -> int:
     engine = GenerationEngine(args.model, seed=args.seed)
     sampling = SamplingSettings(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
     groups = engine.generate(requests, args.n, sampling)
+    engine.close()
     correct = total = 0
     for row, group in zip(lines, groups, strict=True):
         shown = ", ".join(repr(sample.completion_text) for sample in group)

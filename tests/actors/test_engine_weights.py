@@ -21,7 +21,9 @@ pytestmark = pytest.mark.slow
 def engine(tiny_arith_model: Path):  # type: ignore[no-untyped-def]
     from actors.engine import GenerationEngine
 
-    return GenerationEngine(tiny_arith_model, seed=0)
+    engine = GenerationEngine(tiny_arith_model, seed=0)
+    yield engine
+    engine.close()
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,7 @@ def test_the_hf_export_of_a_trained_checkpoint_generates_the_same_in_vllm_and_tr
     vllm = GenerationEngine(export, seed=0)
     requests = [PromptRequest(str(i), prompt) for i, prompt in enumerate(prompts)]
     groups = vllm.generate(requests, n=1, sampling=SamplingSettings(temperature=0.0, max_tokens=6))
+    vllm.close()
     from_vllm = [group[0].completion_text for group in groups]
     from_transformers = transformers_greedy(export, prompts, max_tokens=6)
     before = transformers_greedy(tiny_arith_model, prompts, max_tokens=6)

@@ -80,6 +80,7 @@ def test_policy_generates_in_vllm_with_logprobs_matching_transformers(tiny_arith
     engine = GenerationEngine(tiny_arith_model, seed=0)
     requests = [PromptRequest(p.prompt_id, p.prompt) for p in problems]
     groups = engine.generate(requests, n=4, sampling=SamplingSettings(max_tokens=8, seed=0))
+    engine.close()
     assert [len(group) for group in groups] == [4] * 8
     samples = [sample for group in groups for sample in group]
     assert all(
