@@ -5,15 +5,14 @@ as the engine's raw log-probs of the sampled tokens (before any temperature or t
 folded into them), because the learner compares them with its own forward pass.
 """
 
+import logging
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from actors.sampling import PromptRequest, SamplingSettings
+from actors.staging import remove_orphans, staged_blob
 from actors.weight_receiver import EXTENSION_QUALNAME
 from services.schemas import Sample
 from services.weight_sync.manifest import PublishedWeights, WeightManifest, WeightSyncError
@@ -23,6 +22,8 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 from vllm import LLM, SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 class GenerationEngine:
@@ -37,6 +38,8 @@ class GenerationEngine:
         tensor_parallel_size: int = 1,
     ):
         self.model_path = Path(model_path)
+        for orphan in remove_orphans():
+            log.warning("removed %s, staged weights of a process killed mid-load", orphan)
         self.llm = LLM(
             model=str(self.model_path),
             dtype=dtype,
@@ -137,36 +140,6 @@ class GenerationEngine:
                 ]
             )
         return groups
-
-
-@contextmanager
-def staged_blob(blob: bytes) -> Iterator[Path]:
-    """The blob as a private file for the engine's workers to read, removed afterwards.
-
-    `collective_rpc` is vLLM's control path: sending the blob itself through it cost 2.0 of a 2.6 s
-    load at 100 M parameters (msgpack plus the shared-memory queue, docs/benchmarks.md); a path costs
-    nothing, and writing and reading the file is two memory copies. The workers run on this machine.
-    The file goes to /dev/shm (memory) when it has room, else to the temporary directory (containers
-    often give /dev/shm 64 MB)."""
-    directory = SHARED_MEMORY if _has_room(SHARED_MEMORY, len(blob)) else Path(tempfile.gettempdir())
-    handle, name = tempfile.mkstemp(prefix="tandem-weights-", suffix=".safetensors", dir=directory)
-    path = Path(name)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(blob)
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
-
-
-SHARED_MEMORY = Path("/dev/shm")
-
-
-def _has_room(directory: Path, size: int) -> bool:
-    try:
-        return shutil.disk_usage(directory).free > 2 * size
-    except OSError:
-        return False
 
 
 def _sampled_logprobs(token_ids: Sequence[int], logprobs: Sequence[dict] | None) -> list[float]:

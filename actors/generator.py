@@ -152,11 +152,17 @@ class Generator:
         return stats
 
     def close(self) -> None:
+        """Finish the batch in flight, then release the prompt stream, the HTTP client, the event loop
+        and the engine's processes, each even if an earlier step failed. Not while `run` loops."""
         self.stop()
-        self.worker.close()
-        close_prompts = getattr(self.worker.prompts, "close", None)
-        if close_prompts is not None:
-            close_prompts()
-        self.loop.run(self.client.aclose())
-        self.loop.close()
-        self.engine.close()
+        try:
+            self.worker.close()
+        finally:
+            close_prompts = getattr(self.worker.prompts, "close", None)
+            try:
+                if close_prompts is not None:
+                    close_prompts()
+                self.loop.run(self.client.aclose())
+            finally:
+                self.loop.close()
+                self.engine.close()

@@ -41,6 +41,9 @@ class RemoteGenerator:
     def stats(self) -> dict[str, object]:
         return self.generator.stats()
 
+    def close(self) -> None:
+        self.generator.close()
+
 
 class GeneratorPool:
     def __init__(self, config: TandemConfig) -> None:
@@ -174,6 +177,18 @@ class GeneratorPool:
         """Kill one actor's process the way a crash would (Ray restarts it); for tests and drills."""
         ray.kill(self.handles[index], no_restart=False)
 
-    def shutdown(self) -> None:
+    def shutdown(self, close_timeout_s: float = 30.0) -> None:
+        """Close the actors that are not running (engine processes and threads end cleanly rather than
+        die with the worker), then kill them all."""
+        busy = set(self.runs) | set(self.probes) | self.dead
+        closing = {handle.close.remote(): i for i, handle in enumerate(self.handles) if i not in busy}
+        done: list[ray.ObjectRef] = []
+        if closing:
+            done, _ = ray.wait(list(closing), num_returns=len(closing), timeout=close_timeout_s)
+        for ref in done:
+            try:
+                ray.get(ref)
+            except Exception as error:  # the actor is killed next either way
+                log.warning("%s did not close cleanly: %s", self.names[closing[ref]], error)
         for handle in self.handles:
             ray.kill(handle, no_restart=True)

@@ -8,7 +8,9 @@ the engine. Between batches the worker picks up newly published weights, and it 
 generating while the buffer's fresh backlog is at its high-water mark or while its weights are more
 than `max_staleness` versions behind the learner (what it made would only be dropped as stale).
 The gate reads both from the last put's answer while a put is in flight (one batch old), and waits
-for that put when it could reach the high-water mark, so the pause comes no later than unpipelined.
+for that put when it could reach the high-water mark, so an actor pauses no later than unpipelined
+(other actors' puts, as before, show in the next answer: a shared buffer may pass the mark by up to
+a batch per actor).
 
 Failures are explicit: items whose reward failed are scored again `item_retries` times; a group
 that still has a failed sample is not pushed but written to the dead-letter file with the reasons.
@@ -228,8 +230,10 @@ class RolloutWorker:
                 self.stats.rewards_counted += len(group.rewards)
 
     def close(self) -> None:
-        self.drain()
-        self._pusher.shutdown()
+        try:
+            self.drain()
+        finally:
+            self._pusher.shutdown()
 
     def _gate(self) -> StepOutcome | None:
         if self._push is not None and self._may_reach_high_water(self._push):
@@ -254,12 +258,16 @@ class RolloutWorker:
     def _learner_version(self) -> int:
         # While a put is in flight, the previous put's answer says the learner's version one batch ago:
         # close enough for a bound counted in versions, and asking the buffer now would wait behind
-        # the put (a Ray actor answers its calls in order).
-        if self._push is not None and self._last_put is not None:
+        # the put (a Ray actor answers its calls in order). A batch with nothing to put (all dead-
+        # lettered) makes no call, so then the buffer is asked: the answer would otherwise age.
+        if self._push is not None and self._push.groups and self._last_put is not None:
             return self._last_put.learner_version
         return self.buffer.learner_version()
 
     def _finish(self, batch: PendingBatch) -> None:
+        # One put at a time, in order, so cursors are saved in order; and a failed put raises here,
+        # before this batch writes dead letters that its regeneration after a restart would repeat.
+        self.wait_for_push()
         outcomes = self._rescore_failed(batch, batch.outcomes.result())
         good: list[ScoredGroup] = []
         cursor = 0
@@ -271,7 +279,6 @@ class RolloutWorker:
                 good.append(_scored_group(group_id, record, group, group_outcomes))
             else:
                 self._dead_letter(group_id, record, group, group_outcomes)
-        self.wait_for_push()  # one put at a time, in order: cursors are saved in order
         put = self._pusher.submit(self._put_then_save_cursor, good, batch.cursor_after)
         self._push = PendingPush(good, put)
 

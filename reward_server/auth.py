@@ -21,7 +21,8 @@ def authorize(request: Request) -> ScoringService:
         return service
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     # Constant-time comparison: response timing must not reveal how much of a guess was right.
-    if scheme.lower() != "bearer" or not secrets.compare_digest(credentials.encode(), expected.encode()):
+    wrong = not credentials or not secrets.compare_digest(credentials.encode(), expected.encode())
+    if scheme.lower() != "bearer" or wrong:
         raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
     return service
 

@@ -1,6 +1,8 @@
 """The scoring service behind the routes: the built scorers, the server's identity, and readiness.
 
-Routes reach it through the `ServiceDep` dependency; the app's lifespan starts and closes it.
+The scoring routes reach it through `auth.authorize` (called directly on /v1/score, as the
+`AuthorizedService` dependency on /get_reward), the probes through `ServiceDep`; the app's lifespan
+starts and closes it.
 """
 
 import asyncio

@@ -8,11 +8,12 @@ is validated again by `ScoreRequest` and checked by limits.py, whose errors name
 FastAPI's usual shape (`detail[i].loc` = ["body", "items", 3, "refrence"]).
 """
 
+import email.message
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import Response
+from fastapi import HTTPException, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -72,6 +73,25 @@ class ScoreRequestDecoder:
 
 
 _encoder = msgspec.json.Encoder()
+
+
+def require_json(content_type: str | None) -> None:
+    """415 unless the body is declared JSON (`application/json` or `application/*+json`), as FastAPI
+    requires of the bodies it parses. Without the check a web page could POST a `text/plain` body to a
+    loopback server with no token (a "simple" request, sent without a CORS preflight) and have it run
+    code through the unit-test scorer."""
+    if content_type == "application/json":
+        return
+    message = email.message.Message()
+    message["content-type"] = content_type or ""
+    subtype = message.get_content_subtype()
+    if (
+        content_type
+        and message.get_content_maintype() == "application"
+        and (subtype == "json" or subtype.endswith("+json"))
+    ):
+        return
+    raise HTTPException(415, f"the request body must be application/json; got content-type {content_type!r}")
 
 
 def score_response(results: Sequence[ItemScore], server_version: str, config_hash: str) -> Response:

@@ -1,7 +1,8 @@
 """The records that cross process boundaries: `Sample`, `ScoredGroup`, `TrainBatch`, and their wire format.
 
 Token ids and log-probs are held as `array.array` (int32 'i', float64 'd'; lists are converted on
-construction), so the wire format, msgpack maps with a schema version and those arrays as
+construction), or, in decoded records, as read-only memoryviews of the payload's bytes with the same
+item type (`NumericArray`), so the wire format, msgpack maps with a schema version and those arrays as
 little-endian bytes, packs and unpacks them as single memory copies. msgspec does the packing, from
 typed wire structs (`_SampleWire`, `_GroupWire`): it checks every field's type in C while decoding
 and reads the arrays' bytes as views of the payload, 2.4x faster than msgpack-python into dicts

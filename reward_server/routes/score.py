@@ -11,7 +11,7 @@ from reward_server.openapi import BEARER_SECURITY, request_body
 from reward_server.routes.direct import DirectRoute
 from reward_server.scoring import WeightedScorer
 from reward_server.service import ScoringService, UnknownScorerError
-from reward_server.wire import score_response
+from reward_server.wire import require_json, score_response
 
 router = APIRouter(tags=["scoring"], route_class=DirectRoute)
 
@@ -25,6 +25,7 @@ router = APIRouter(tags=["scoring"], route_class=DirectRoute)
 )
 async def score(http_request: Request) -> Response:
     service = authorize(http_request)
+    require_json(http_request.headers.get("content-type"))
     items, scorer_names = service.request_decoder.decode(await http_request.body())
     check_item_count(len(items), service.config)
     scorers = select_scorers(service, scorer_names)

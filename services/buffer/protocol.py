@@ -29,7 +29,7 @@ class PutResult:
     accepted: int
     backlog: int
     paused: bool
-    learner_version: int = 0
+    learner_version: int  # required: a default of 0 would hide staleness from the actors
 
 
 @dataclass(frozen=True)

@@ -187,8 +187,9 @@ class RewardConfig(Section):
     workers: int = Field(1, ge=1)
     """Uvicorn worker processes."""
 
-    auth_token: str | None = None
-    """Bearer token required on scoring routes when set."""
+    auth_token: str | None = Field(None, min_length=1)
+    """Bearer token required on scoring routes when set. Empty is refused: an unset variable in
+    `--set reward.auth_token=$VAR` must not leave a public server open."""
 
     scorers: list[ScorerConfig] = Field(
         default_factory=lambda: [ExactMatchScorerConfig(name="exact_match")], min_length=1

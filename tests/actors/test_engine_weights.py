@@ -131,22 +131,3 @@ def test_weights_of_another_shape_or_name_are_refused_before_loading(
         engine.load_weights(encode_weights(unknown_name, version=current + 1))
     assert engine.policy_version == current
     assert engine.parameter_digest() == digest  # nothing was half-loaded
-
-
-def test_the_blob_reaches_the_workers_as_a_private_file_removed_after(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from actors import engine as engine_module
-
-    blob = b"\x00\x01" * 1000
-    with engine_module.staged_blob(blob) as path:
-        assert path.read_bytes() == blob and path.name.startswith("tandem-weights-")
-        assert path.parent in (Path("/dev/shm"), Path(engine_module.tempfile.gettempdir()))
-    assert not path.exists()
-    # No room in shared memory (a container's 64 MB /dev/shm): the temporary directory instead.
-    monkeypatch.setattr(engine_module, "SHARED_MEMORY", tmp_path / "absent")
-    monkeypatch.setattr(engine_module.tempfile, "tempdir", str(tmp_path))
-    with pytest.raises(RuntimeError), engine_module.staged_blob(blob) as path:
-        assert path.parent == tmp_path and path.read_bytes() == blob
-        raise RuntimeError("a failed load")
-    assert not path.exists()  # removed on failure too

@@ -309,3 +309,25 @@ def test_a_restarted_worker_continues_its_prompt_shard(tmp_path: Path, reward_ur
     expected = [record.prompt_id for record in reference.next_batch(9)]
     assert seen + second.engine.calls[0] == expected
     second.close()
+
+
+class FailingBuffer(MemoryBuffer):
+    """A buffer whose puts fail, as Redis does once its retries are spent."""
+
+    def put(self, groups):  # type: ignore[no-untyped-def]
+        raise ConnectionError("buffer unreachable after 5 retries")
+
+
+def test_a_failed_put_stops_the_worker_before_the_next_batch_is_dead_lettered_or_dropped(
+    tmp_path: Path, reward_url: str, loop
+) -> None:  # type: ignore[no-untyped-def]
+    worker = make_worker(tmp_path, reward_url, loop, buffer=FailingBuffer(BufferConfig()))
+    worker.step()
+    worker.step()  # batch 1's put fails on the pusher thread
+    with pytest.raises(ConnectionError, match="unreachable"):
+        worker.step()  # finishing batch 2 first waits for put 1
+    assert worker._pending is not None  # batch 3 is still held, its reward call not dropped
+    assert not (tmp_path / "actor-0.cursor.json").exists()  # so a restart generates batch 1 again
+    assert read_dead_letters(tmp_path / "dead_letter") == []
+    worker._pending = None  # nothing can be pushed; let close() finish the pusher
+    worker.close()

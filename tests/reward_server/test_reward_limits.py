@@ -95,12 +95,36 @@ def guarded() -> TestClient:
 @pytest.mark.parametrize("path", ["/v1/score", "/get_reward"])
 def test_scoring_routes_need_the_bearer_token_when_one_is_set(guarded: TestClient, path: str) -> None:
     body = {"items": [item("1+1=", "2", "2")]} if path == "/v1/score" else {"query": ["2"], "labels": ["2"]}
-    for headers in [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}]:
+    for headers in [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "Basic s3cret"},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer "},
+    ]:
         response = guarded.post(path, json=body, headers=headers)
         assert response.status_code == 401, headers
         assert response.headers["www-authenticate"] == "Bearer"
     response = guarded.post(path, json=body, headers={"Authorization": "Bearer s3cret"})
     assert response.status_code == 200
+
+
+def test_an_empty_token_is_refused_by_the_config() -> None:
+    """`--set reward.auth_token=$UNSET` gives "": it must not configure a token that "Bearer " matches."""
+    with pytest.raises(ValueError, match="auth_token"):
+        reward_config(host="0.0.0.0", auth_token="")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_score_body_not_declared_json_is_a_415(client: TestClient, content_type: str | None) -> None:
+    """A web page may POST text/plain to a loopback server without a CORS preflight: no scoring for it."""
+    body = b'{"items": [{"prompt": "1+1=", "completion": "2", "reference": "2"}]}'
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/v1/score", content=body, headers=headers)
+    assert response.status_code == 415, response.text
+    assert "application/json" in response.json()["detail"]
+    for declared in ["application/json", "application/json; charset=utf-8", "application/vnd.tandem+json"]:
+        assert client.post("/v1/score", content=body, headers={"content-type": declared}).status_code == 200
 
 
 def test_probes_and_metrics_need_no_token(guarded: TestClient) -> None:
