@@ -29,8 +29,8 @@ class WeightedScorer:
 
 # A msgspec Struct like ScorerResult, one per item per request, and wire.py encodes it natively. Not
 # gc-tracked: `scores` maps names to floats, so no cycle can pass through it. models.ScoreResult is
-# its documented shape.
-class ItemScore(msgspec.Struct, gc=False):
+# its documented shape. Frozen, so items with the same verdict can share one (`combine_one`).
+class ItemScore(msgspec.Struct, frozen=True, gc=False):
     """The server's verdict on one item. `scores` holds the scorers that succeeded, even on a failed item."""
 
     reward: float | None
@@ -59,8 +59,12 @@ async def run_scorer(
     """The scorer's results, checked: a crash, a wrong count or a non-finite score becomes item errors."""
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout_s):
+        if getattr(entry.scorer, "never_yields", False):
+            # It runs to the end without awaiting: a timeout could only fire after it had finished.
             results = await entry.scorer.score(items)
+        else:
+            async with asyncio.timeout(timeout_s):
+                results = await entry.scorer.score(items)
     except TimeoutError:
         results = [ScorerResult.failed(f"no result within {timeout_s:g} s", "timeout")] * len(items)
     except Exception as error:
@@ -120,18 +124,25 @@ def combine(scorers: Sequence[WeightedScorer], results: Sequence[ScorerResult]) 
 
 def combine_one(entry: WeightedScorer, results: Sequence[ScorerResult]) -> list[ItemScore]:
     """`combine` for a lone scorer, item by item without the per-item lists: the common setup, where
-    combining cost as much as scoring (benchmarks/reward_bench.py). The sum of one term is the term."""
-    name, weight, combined = entry.name, entry.weight, []
+    combining cost as much as scoring (benchmarks/reward_bench.py). The sum of one term is the term.
+    Items with the same score share one ItemScore (it is only encoded): a right/wrong scorer's whole
+    batch needs two."""
+    name, weight = entry.name, entry.weight
+    combined: list[ItemScore] = []
+    made: dict[float, ItemScore] = {}
     for result in results:
         if result.status != "ok":
             combined.append(combine((entry,), (result,)))
             continue
         score = float(result.score)  # type: ignore[arg-type]  # ok results carry a finite number
-        reward = weight * score
-        if math.isfinite(reward):
-            combined.append(ItemScore(reward, "ok", {name: score}, None))
-        else:
-            combined.append(combine((entry,), (result,)))
+        item = made.get(score)
+        if item is None:
+            reward = weight * score
+            if not math.isfinite(reward):
+                combined.append(combine((entry,), (result,)))
+                continue
+            item = made[score] = ItemScore(reward, "ok", {name: score}, None)
+        combined.append(item)
     return combined
 
 

@@ -26,8 +26,9 @@ class ScoreItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 # One is built per item and scorer on every request: a msgspec Struct builds in a third of a slotted
-# dataclass's time (gc=False: it holds no containers, so it can be in no reference cycle).
-class ScorerResult(msgspec.Struct, gc=False):
+# dataclass's time (gc=False: it holds no containers, so it can be in no reference cycle). Frozen, so
+# a scorer with few possible verdicts may hand out the same instance for many items.
+class ScorerResult(msgspec.Struct, frozen=True, gc=False):
     """One scorer's verdict on one item: a finite score when status is "ok", else None and an error."""
 
     score: float | None

@@ -11,9 +11,14 @@ from math import isfinite
 from reward_server.scorers.base import ScoreItem, ScorerResult
 from services.config.reward import ExactMatchScorerConfig
 
+RIGHT, WRONG = ScorerResult(1.0), ScorerResult(0.0)  # frozen: one instance serves every item
+
 
 class ExactMatchScorer:
     """1.0 when the extracted answer equals the reference (as strings, or as numbers within a tolerance)."""
+
+    # `score` never awaits, so a timeout could not interrupt it: the server skips arming one.
+    never_yields = True
 
     def __init__(self, config: ExactMatchScorerConfig) -> None:
         self.name = config.name
@@ -39,14 +44,17 @@ class ExactMatchScorer:
             if tolerance is None:
                 correct = same_text
             else:
-                expected = parse_number(reference)
-                if expected is None:
+                try:  # the common case inline (a call per item showed in reward_bench.py)
+                    expected: float | None = float(reference)
+                except ValueError:
+                    expected = parse_number(reference)
+                if expected is None or not isfinite(expected):
                     results.append(ScorerResult.failed(f"reference {reference!r} is not a number"))
                     continue
                 # The reference's own text is its number: no second parse for a right answer.
                 value = None if answer is None or same_text else parse_number(answer)
                 correct = same_text or (value is not None and abs(value - expected) <= tolerance)
-            results.append(ScorerResult(float(correct)))
+            results.append(RIGHT if correct else WRONG)
         return results
 
     async def close(self) -> None:

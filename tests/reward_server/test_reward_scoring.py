@@ -120,3 +120,44 @@ def test_latency_is_recorded_per_scorer_call() -> None:
 
 def test_no_items_is_no_results() -> None:
     assert asyncio.run(score_items([WeightedScorer("a", 1.0, Fixed("a", []))], [], 1.0)) == []
+
+
+class Blocking(Fixed):
+    """A scorer that, like exact_match, finishes without awaiting (`never_yields`): no timeout is armed,
+    so it must still be held to the contract and counted."""
+
+    never_yields = True
+
+    async def score(self, items: Sequence[ScoreItem]) -> list[ScorerResult]:
+        if isinstance(self.results, Exception):
+            raise self.results
+        return self.results
+
+
+def test_a_scorer_that_never_yields_is_still_checked_and_counted() -> None:
+    def items_counted(status: str) -> float:
+        return metric("tandem_reward_scorer_items_total", scorer="inline", status=status)
+
+    before = {status: items_counted(status) for status in ("ok", "error")}
+    three = [ScoreItem("p", "a"), ScoreItem("p", "b"), ScoreItem("p", "c")]
+    entry = WeightedScorer("inline", 1.0, Blocking("inline", [*ok(1.0, math.nan), ScorerResult.failed("x")]))
+    results = asyncio.run(score_items([entry], three, timeout_s=0.1))
+    assert [r.status for r in results] == ["ok", "error", "error"]
+    assert results[1].error == "inline: returned a non-finite score (nan)"
+    assert items_counted("ok") == before["ok"] + 1 and items_counted("error") == before["error"] + 2
+    short = WeightedScorer("inline", 1.0, Blocking("inline", ok(1.0)))
+    assert [r.error for r in asyncio.run(score_items([short], three, 0.1))] == [
+        "inline: returned 1 results for 3 items"
+    ] * 3
+
+
+def test_a_lone_scorer_gives_each_item_its_own_verdict_when_scores_repeat() -> None:
+    # combine_one shares one ItemScore between items of the same score: order and failures must hold.
+    verdicts = [*ok(1.0, 0.0, 1.0), ScorerResult.failed("no reference"), *ok(0.0, 0.5)]
+    items = [ScoreItem("p", str(index)) for index in range(len(verdicts))]
+    results = asyncio.run(score_items([WeightedScorer("em", 2.0, Fixed("em", verdicts))], items, 5.0))
+    assert [r.reward for r in results] == [2.0, 0.0, 2.0, None, 0.0, 1.0]
+    assert [r.status for r in results] == ["ok", "ok", "ok", "error", "ok", "ok"]
+    expected_scores = [{"em": 1.0}, {"em": 0.0}, {"em": 1.0}, {}, {"em": 0.0}, {"em": 0.5}]
+    assert [r.scores for r in results] == expected_scores
+    assert results[3].error == "em: no reference"
