@@ -45,7 +45,11 @@ class ScorerResult(msgspec.Struct, frozen=True, gc=False):
 
 
 class Scorer(Protocol):
-    """A named scorer. `score` is async so I/O-bound scorers overlap and CPU-bound ones move off the loop."""
+    """A named scorer. `score` is async so I/O-bound scorers overlap and CPU-bound ones move off the loop.
+
+    Optional: a class attribute `never_yields = True` says `score` finishes without awaiting (pure,
+    fast CPU work on the loop, as exact_match): the server then arms no timeout around it, which could
+    not fire anyway. Results are checked against the contract either way."""
 
     name: str
 
