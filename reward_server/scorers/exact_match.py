@@ -44,11 +44,8 @@ class ExactMatchScorer:
             if tolerance is None:
                 correct = same_text
             else:
-                try:  # the common case inline (a call per item showed in reward_bench.py)
-                    expected: float | None = float(reference)
-                except ValueError:
-                    expected = parse_number(reference)
-                if expected is None or not isfinite(expected):
+                expected = parse_number(reference)
+                if expected is None:
                     results.append(ScorerResult.failed(f"reference {reference!r} is not a number"))
                     continue
                 # The reference's own text is its number: no second parse for a right answer.

@@ -123,15 +123,10 @@ def test_no_items_is_no_results() -> None:
 
 
 class Blocking(Fixed):
-    """A scorer that, like exact_match, finishes without awaiting (`never_yields`): no timeout is armed,
-    so it must still be held to the contract and counted."""
+    """A scorer marked like exact_match (`never_yields`): no timeout is armed around it, so it must
+    still be held to the contract and counted."""
 
     never_yields = True
-
-    async def score(self, items: Sequence[ScoreItem]) -> list[ScorerResult]:
-        if isinstance(self.results, Exception):
-            raise self.results
-        return self.results
 
 
 def test_a_scorer_that_never_yields_is_still_checked_and_counted() -> None:
