@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.schemas import Sample
+from core.schemas import Sample
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 from actors.sampling import PromptRequest, SamplingSettings
 from actors.staging import remove_orphans, staged_blob
 from actors.weight_receiver import EXTENSION_QUALNAME
-from services.schemas import Sample
-from services.weight_sync.manifest import PublishedWeights, WeightManifest, WeightSyncError
+from core.schemas import Sample
+from core.weight_sync.manifest import PublishedWeights, WeightManifest, WeightSyncError
 
 # vLLM reads these at import time; a small KV cache keeps the CPU engine inside a laptop's memory.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

@@ -15,12 +15,12 @@ from actors.event_loop import BackgroundLoop
 from actors.reward_client import RewardClient, RewardItem, RewardOutcome
 from actors.rollout import RolloutSettings, RolloutWorker, StepOutcome
 from actors.sampling import SamplingSettings
-from services.buffer import open_buffer
-from services.config import TandemConfig
-from services.gc_heap import freeze_startup_objects
-from services.prompts import open_prompt_source
-from services.prompts.record import read_prompt_file
-from services.weight_sync import open_subscriber
+from core.buffer import open_buffer
+from core.config import TandemConfig
+from core.gc_heap import freeze_startup_objects
+from core.prompts import open_prompt_source
+from core.prompts.record import read_prompt_file
+from core.weight_sync import open_subscriber
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from actors.generator import Generator, actor_id
-from services.config import TandemConfig
+from core.config import TandemConfig
 
 log = logging.getLogger(__name__)
 

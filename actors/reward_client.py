@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from services.schemas import RewardStatus
+from core.schemas import RewardStatus
 
 RETRIED_STATUS_CODES = frozenset({429, 500, 502, 503, 504})
 JSON_HEADERS = {"content-type": "application/json"}

@@ -33,12 +33,12 @@ from typing import Literal, Protocol
 from actors.dead_letter import DeadLetterFile, FailedSample
 from actors.reward_client import RewardItem, RewardOutcome
 from actors.sampling import PromptRequest, SamplingSettings
-from services.buffer import ExperienceBuffer, PutResult
-from services.prompts import PromptSource
-from services.prompts.file_source import PromptCursor
-from services.prompts.record import PromptRecord
-from services.schemas import Sample, ScoredGroup
-from services.weight_sync import WeightSubscriber
+from core.buffer import ExperienceBuffer, PutResult
+from core.prompts import PromptSource
+from core.prompts.file_source import PromptCursor
+from core.prompts.record import PromptRecord
+from core.schemas import Sample, ScoredGroup
+from core.weight_sync import WeightSubscriber
 
 log = logging.getLogger(__name__)
 

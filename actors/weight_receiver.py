@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from services.weight_sync.manifest import WeightManifest, WeightSyncError, load_verified_file
+from core.weight_sync.manifest import WeightManifest, WeightSyncError, load_verified_file
 
 EXTENSION_QUALNAME = "actors.weight_receiver.WeightReceiverExtension"
 

@@ -49,12 +49,12 @@ def measure(args: argparse.Namespace) -> dict[int, dict[str, list[float]]]:
     from vllm import LLM, SamplingParams
 
     from actors.pool import GeneratorPool
+    from core.buffer.remote import RemoteBuffer
+    from core.config import TandemConfig
+    from core.gc_heap import freeze_startup_objects
+    from core.prompts.file_source import FilePromptSource
     from reward_server.app import create_app
-    from services.buffer.remote import RemoteBuffer
-    from services.config import TandemConfig
     from services.embedded_server import serve
-    from services.gc_heap import freeze_startup_objects
-    from services.prompts.file_source import FilePromptSource
 
     scorer = {"name": "exact_match", "type": "exact_match", "pattern": r"^\s*(-?\d+)"}
     run_dir = Path(tempfile.mkdtemp(prefix="tandem-actors-bench-"))

@@ -9,7 +9,7 @@ namespace in batches of `--batch`:
 The two sides alternate (and swap order every repetition) against the same Redis, so drift in a
 shared machine hits both. Prints medians, spread and the ratio tandem/raw (target >= 0.5), and the
 ceiling the record codec alone puts on that ratio: raw Redis time plus ScoredGroup.to_bytes +
-from_bytes time (services/schemas.py), which any buffer of these records must spend.
+from_bytes time (core/schemas.py), which any buffer of these records must spend.
 A benchmark, not a test: nothing fails on a figure. `run(quick)` is the entry `tandem bench buffer` uses.
 
     .venv/bin/python benchmarks/buffer_bench.py [--redis-url URL] [--groups 1024] [--batch 16] [--repeats 7]
@@ -22,9 +22,9 @@ import uuid
 
 import redis
 
-from services.buffer.redis_buffer import RedisBuffer
-from services.config.buffer import BufferConfig
-from services.schemas import Sample, ScoredGroup
+from core.buffer.redis_buffer import RedisBuffer
+from core.config.buffer import BufferConfig
+from core.schemas import Sample, ScoredGroup
 
 from harness import BenchResult, Comparison
 

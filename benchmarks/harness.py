@@ -209,7 +209,7 @@ def random_qwen2(hidden_size: int, layers: int) -> tuple[Path, int]:
 
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from services.tinymodels.tokenizer import build_tokenizer
+    from core.tinymodels.tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer()
     heads = hidden_size // 64

@@ -19,13 +19,13 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 import torch
 from transformers import AutoModelForCausalLM
 
+from core.config import load_config
+from core.schemas import Sample, ScoredGroup, build_train_batch
 from learner import engine as ds
 from learner.algorithms import copg_loss
 from learner.logprobs import completion_logprobs
 from learner.reference import ReferenceModel
 from learner.step import row_keys, train_step
-from services.config import load_config
-from services.schemas import Sample, ScoredGroup, build_train_batch
 
 from harness import BenchResult, Comparison, random_qwen2
 

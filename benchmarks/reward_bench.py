@@ -43,8 +43,8 @@ def request_items(count: int) -> list[dict[str, Any]]:
 
 
 def tandem_app() -> Any:
+    from core.config.reward import ExactMatchScorerConfig, RewardConfig
     from reward_server.app import create_app
-    from services.config.reward import ExactMatchScorerConfig, RewardConfig
 
     scorer = ExactMatchScorerConfig(name="exact_match", pattern=r"^\s*(-?\d+)", numeric_tolerance=0)
     return create_app(RewardConfig(scorers=[scorer]))

@@ -23,9 +23,9 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from core.config.reward import UnitTestsScorerConfig
 from reward_server.scorers.base import ScoreItem
 from reward_server.scorers.unit_tests import UnitTestsScorer
-from services.config.reward import UnitTestsScorerConfig
 
 from harness import BenchResult, Comparison
 

@@ -32,8 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from services.weight_sync.filesystem import FilesystemPublisher, FilesystemSubscriber
-from services.weight_sync.protocol import WeightPublisher, WeightSubscriber
+from core.weight_sync.filesystem import FilesystemPublisher, FilesystemSubscriber
+from core.weight_sync.protocol import WeightPublisher, WeightSubscriber
 
 from harness import BenchResult, Comparison, alternate, random_qwen2
 
@@ -46,7 +46,7 @@ TARGET_SIZE, TARGET = "100M", 3.0
 def open_transport(kind: str, scratch: Path) -> tuple[WeightPublisher, WeightSubscriber]:
     """Both ends of one transport, in this process (in a run the subscriber is the actor's)."""
     if kind == "ray":
-        from services.weight_sync.ray_transport import RayPublisher, RaySubscriber
+        from core.weight_sync.ray_transport import RayPublisher, RaySubscriber
 
         run_name = f"bench-{uuid.uuid4().hex[:8]}"
         return RayPublisher(run_name), RaySubscriber(run_name)

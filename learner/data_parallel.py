@@ -20,7 +20,7 @@ import msgpack
 import torch
 import torch.distributed as dist
 
-from services.schemas import ScoredGroup
+from core.schemas import ScoredGroup
 
 
 @dataclass(frozen=True)

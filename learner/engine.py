@@ -15,7 +15,7 @@ from typing import Any
 import deepspeed
 import torch
 
-from services.config.learner import LearnerConfig
+from core.config.learner import LearnerConfig
 
 
 def init_distributed() -> None:

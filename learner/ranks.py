@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 import ray
 import torch
 
-from services.config import TandemConfig
-from services.schemas import ScoredGroup
-from services.weight_sync import PublishedWeights, WeightManifest, decode_weights, encode_weights
+from core.config import TandemConfig
+from core.schemas import ScoredGroup
+from core.weight_sync import PublishedWeights, WeightManifest, decode_weights, encode_weights
 
 if TYPE_CHECKING:  # the real import waits: learner.checkpoint imports DeepSpeed
     from learner.checkpoint import LearnerState
@@ -72,9 +72,9 @@ class LearnerRank:
             RANK=str(self.rank), WORLD_SIZE=str(self.world), LOCAL_RANK="0",
             MASTER_ADDR=address, MASTER_PORT=str(port),
         )  # fmt: skip
+        from core.buffer import open_buffer
+        from core.weight_sync import open_publisher
         from learner.run import Learner
-        from services.buffer import open_buffer
-        from services.weight_sync import open_publisher
 
         config = self.config
         buffer = publisher = None

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
+from core.schemas import TrainBatch
 from learner.logprobs import completion_logprobs
-from services.schemas import TrainBatch
 
 RowKey = tuple[str, int, int]  # group id, sample index, hash of the row's tokens (step.row_keys)
 

@@ -18,15 +18,15 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
+from core.buffer import ExperienceBuffer, SampledBatch
+from core.config import TandemConfig
+from core.schemas import ScoredGroup, build_train_batch
+from core.weight_sync import WeightPublisher
 from learner import engine as ds
 from learner.checkpoint import LearnerState, load_checkpoint, save_checkpoint
 from learner.data_parallel import Ranks, broadcast_int, order_for_ranks, share_groups
 from learner.reference import ReferenceModel
 from learner.step import screen_groups, train_step
-from services.buffer import ExperienceBuffer, SampledBatch
-from services.config import TandemConfig
-from services.schemas import ScoredGroup, build_train_batch
-from services.weight_sync import WeightPublisher
 
 log = logging.getLogger(__name__)
 MetricsSink = Callable[[dict[str, Any]], None]

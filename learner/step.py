@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 
+from core.config.learner import AlgorithmConfig
+from core.schemas import ScoredGroup, TrainBatch
 from learner import engine as ds
 from learner.algorithms import LOSSES
 from learner.data_parallel import Shard, gather_rows
 from learner.logprobs import completion_logprobs
 from learner.reference import ReferenceModel, RowKey
-from services.config.learner import AlgorithmConfig
-from services.schemas import ScoredGroup, TrainBatch
 
 
 class BadDataError(ValueError):

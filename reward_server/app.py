@@ -11,13 +11,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from core.config.reward import RewardConfig
 from reward_server.auth import require_token_for_public_bind
 from reward_server.limits import BodySizeLimit
 from reward_server.models import ScoreRequest
 from reward_server.openapi import document
 from reward_server.routes import health, openrlhf, score
 from reward_server.service import ScoringService
-from services.config.reward import RewardConfig
 
 CONFIG_ENV = "TANDEM_REWARD_SERVER_CONFIG"
 """Environment variable carrying the reward config (JSON) to uvicorn worker processes."""

@@ -12,8 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.config.reward import RewardConfig
 from reward_server.scorers.base import ScoreItem
-from services.config.reward import RewardConfig
 
 Location = tuple[str | int, ...]
 MAX_REPORTED_ERRORS = 20  # enough to fix a request; a 10k-item request should not get a 10k-line reply

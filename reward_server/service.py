@@ -15,12 +15,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from core.config.reward import RewardConfig
 from reward_server import metrics
 from reward_server.scorers import build_scorer
 from reward_server.scorers.base import ScoreItem
 from reward_server.scoring import ItemScore, WeightedScorer, score_items
 from reward_server.wire import ScoreRequestDecoder
-from services.config.reward import RewardConfig
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from fastapi import HTTPException, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from core.config.reward import RewardConfig
 from reward_server.limits import check_item_count, check_score_items
 from reward_server.models import ScoreRequest
 from reward_server.scorers.base import ScoreItem
 from reward_server.scoring import ItemScore
-from services.config.reward import RewardConfig
 
 DecodedRequest = tuple[list[ScoreItem], list[str] | None]
 """The items to score and the scorer names asked for (None: all)."""

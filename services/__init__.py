@@ -1,4 +1,6 @@
-"""Shared contracts of Tandem: config tree, wire records, buffer, weight transport, CLI and the driver.
+"""The top floor of Tandem: what composes the roles into running services.
 
-The roles (learner, actors, reward_server) import from here and never from each other.
+`orchestration/` (the driver, supervisor, run files, best/ export, progress, Prometheus), `cli/` (the
+`tandem` command) and `embedded_server.py` (the reward server in a thread for the embedded default).
+Imports `core/` and the roles; nothing below imports this package.
 """

@@ -17,7 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def cached_policy(task: str, directory: Path) -> Path:
     """Reuse a finished build (it is renamed into place only when complete), else build it."""
     if not (directory / "tandem_model.json").is_file():
-        from services.tinymodels.policy import build_policy
+        from core.tinymodels.policy import build_policy
 
         build_policy(task, directory)  # type: ignore[arg-type]
     return directory

@@ -1,6 +1,8 @@
-"""The import rules of ARCHITECTURE.md, checked on the source (static, so a lazy import counts too).
+"""The three floors of Tandem, checked on the source (static, so a lazy import counts too).
 
-- The roles (learner, actors, reward_server) never import each other; they share services/ only.
+- core/ is the ground floor: it imports no role and not services/.
+- The roles (learner, actors, reward_server) import core/ and never each other, nor services/.
+- services/ (driver, CLI, embedded server) stands on top and may import everything below it.
 - Each heavy library has one home: deepspeed only in learner/engine.py, vllm only under actors/,
   ray only where actors are created and wired, redis only in the Redis buffer.
 - learner/algorithms imports torch (and the standard library) only.
@@ -14,8 +16,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("services", "learner", "actors", "reward_server")
+PACKAGES = ("core", "learner", "actors", "reward_server", "services")
 ROLES = ("learner", "actors", "reward_server")
+TOP = "services"
 
 # library -> the files (globs, relative to the repo) allowed to import it
 LIBRARY_HOMES = {
@@ -25,10 +28,10 @@ LIBRARY_HOMES = {
         "actors/pool.py",
         "learner/ranks.py",
         "services/orchestration/*.py",
-        "services/buffer/remote.py",
-        "services/weight_sync/ray_transport.py",
+        "core/buffer/remote.py",
+        "core/weight_sync/ray_transport.py",
     ],
-    "redis": ["services/buffer/redis_buffer.py", "services/prompts/redis_source.py"],
+    "redis": ["core/buffer/redis_buffer.py", "core/prompts/redis_source.py"],
 }
 ALGORITHMS_ALLOWED = {"torch", "__future__"} | set(sys.stdlib_module_names)
 
@@ -62,7 +65,7 @@ def relative(path: Path) -> str:
 
 def test_the_scan_sees_the_packages() -> None:
     files = [relative(path) for path in source_files()]
-    assert "services/config/root.py" in files and "actors/engine.py" in files
+    assert "core/config/root.py" in files and "actors/engine.py" in files
     assert "vllm" in imported_modules(ROOT / "actors/engine.py")
 
 
@@ -75,7 +78,35 @@ def test_roles_never_import_each_other(role: str) -> None:
         for module in imported_modules(path)
         if module.split(".")[0] in others
     ]
-    assert not offenders, "roles share only services/: " + "; ".join(offenders)
+    assert not offenders, "roles share only core/: " + "; ".join(offenders)
+
+
+@pytest.mark.parametrize("package", ("core", *ROLES))
+def test_nothing_below_the_top_floor_imports_services(package: str) -> None:
+    offenders = [
+        f"{relative(path)} imports {module}"
+        for path in (ROOT / package).rglob("*.py")
+        for module in imported_modules(path)
+        if module.split(".")[0] == TOP
+    ]
+    assert not offenders, "arrows point down: core <- roles <- services; " + "; ".join(offenders)
+
+
+def test_the_ground_floor_imports_no_role() -> None:
+    offenders = [
+        f"{relative(path)} imports {module}"
+        for path in (ROOT / "core").rglob("*.py")
+        for module in imported_modules(path)
+        if module.split(".")[0] in ROLES
+    ]
+    assert not offenders, "core/ stands on nothing of Tandem's: " + "; ".join(offenders)
+
+
+def test_the_scan_would_catch_an_upward_import(tmp_path: Path) -> None:
+    # The rules above pass vacuously if imported_modules misses a form; prove it sees each one.
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    from services.cli import main\n    import learner.step\n")
+    assert {"services.cli", "learner.step"} <= imported_modules(probe)
 
 
 @pytest.mark.parametrize("library", sorted(LIBRARY_HOMES))

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.config import TandemConfig
-from services.config.loader import environment_overrides
+from core.config import TandemConfig
+from core.config.loader import environment_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

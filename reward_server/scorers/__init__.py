@@ -7,8 +7,8 @@ uses it, so a server scoring with `exact_match` never imports torch and a missin
 
 import importlib
 
+from core.config.reward import ScorerConfig
 from reward_server.scorers.base import Scorer
-from services.config.reward import ScorerConfig
 
 SCORER_TYPES: dict[str, str] = {
     "exact_match": "reward_server.scorers.exact_match:ExactMatchScorer",

@@ -7,9 +7,9 @@ without a reference is that item's error: there is no premise.
 
 from collections.abc import Sequence
 
+from core.config.reward import EntailmentScorerConfig
 from reward_server.scorers.base import ScoreItem, ScorerResult
 from reward_server.scorers.hf_classifier import SequenceClassifier
-from services.config.reward import EntailmentScorerConfig
 
 
 class EntailmentScorer:

@@ -8,8 +8,8 @@ import re
 from collections.abc import Sequence
 from math import isfinite
 
+from core.config.reward import ExactMatchScorerConfig
 from reward_server.scorers.base import ScoreItem, ScorerResult
-from services.config.reward import ExactMatchScorerConfig
 
 RIGHT, WRONG = ScorerResult(1.0), ScorerResult(0.0)  # frozen: one instance serves every item
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 
+from core.config.reward import HttpScorerConfig
 from reward_server.circuit import CircuitBreaker, CircuitOpenError
 from reward_server.scorers import http_formats as formats
 from reward_server.scorers.base import ScoreItem, ScorerResult
-from services.config.reward import HttpScorerConfig
 
 
 class EndpointError(RuntimeError):

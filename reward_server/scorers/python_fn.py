@@ -10,8 +10,8 @@ import importlib
 import numbers
 from collections.abc import Callable, Sequence
 
+from core.config.reward import PythonScorerConfig
 from reward_server.scorers.base import ScoreItem, ScorerResult
-from services.config.reward import PythonScorerConfig
 
 RewardFunction = Callable[[str, str, ScoreItem], float]
 

@@ -1,15 +1,15 @@
 """`reward_model`: a sequence-classification reward model with one logit; reward = that logit.
 
-Input text = prompt + completion, as in training (services/tinymodels/reward_model.py). Inputs over
+Input text = prompt + completion, as in training (core/tinymodels/reward_model.py). Inputs over
 `max_length` tokens lose their start rather than their end: the completion, which is being judged,
 comes last.
 """
 
 from collections.abc import Sequence
 
+from core.config.reward import RewardModelScorerConfig
 from reward_server.scorers.base import ScoreItem, ScorerResult
 from reward_server.scorers.hf_classifier import SequenceClassifier
-from services.config.reward import RewardModelScorerConfig
 
 
 class RewardModelScorer:

@@ -19,11 +19,11 @@ import subprocess
 from collections import Counter
 from collections.abc import Sequence
 
+from core.config.reward import UnitTestsScorerConfig
 from reward_server.metrics import record_sandbox_kill
 from reward_server.sandbox.bwrap import Interpreter, Limits, running_as_root
 from reward_server.sandbox.runner import KillReason, RunOutcome, SandboxCommand, run_test
 from reward_server.scorers.base import ScoreItem, ScorerResult
-from services.config.reward import UnitTestsScorerConfig
 
 log = logging.getLogger(__name__)
 PYTHON_FENCE = re.compile(r"```[ \t]*(?:python3?|py)[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)

@@ -10,7 +10,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from services.config import ConfigError
+from core.config import ConfigError
 
 COMMAND_MODULES = (
     "services.cli.config_cmd",

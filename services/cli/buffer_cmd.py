@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.config import load_config
 from services.cli.common import add_config_arguments
-from services.config import load_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,16 +51,16 @@ def _open_buffer(args: argparse.Namespace) -> tuple[Any, str]:
     config = load_config(args.config, overrides).buffer
     kind = args.buffer or ("redis" if args.redis_url else config.kind)
     if kind == "redis":
-        from services.buffer.redis_buffer import RedisBuffer
+        from core.buffer.redis_buffer import RedisBuffer
 
         return RedisBuffer(config, consumer="tandem-cli"), f"redis {config.redis_url} {config.namespace}:*"
-    from services.buffer.remote import RemoteBuffer, actor_name
+    from core.buffer.remote import RemoteBuffer, actor_name
 
     return RemoteBuffer.connect(config, args.ray_address), f"memory buffer actor {actor_name(config)!r}"
 
 
 def ingest_file(args: argparse.Namespace) -> int:
-    from services.buffer.ingest import (
+    from core.buffer.ingest import (
         IngestError,
         build_offline_groups,
         hf_tokenizer,

@@ -2,7 +2,7 @@
 
 import argparse
 
-from services.config import TandemConfig, load_config
+from core.config import TandemConfig, load_config
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:

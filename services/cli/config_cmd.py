@@ -4,8 +4,8 @@ import argparse
 
 import yaml
 
-from services.config import load_config
-from services.config.reference import render_reference, write_reference_into
+from core.config import load_config
+from core.config.reference import render_reference, write_reference_into
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def make_offline(args: argparse.Namespace) -> int:
-    from services.tinymodels.offline import write_offline_data
+    from core.tinymodels.offline import write_offline_data
 
     count = write_offline_data(
         args.task, args.prompts, args.out, args.samples, args.correct_fraction, args.limit, args.seed

@@ -61,9 +61,9 @@ def run_learner(args: argparse.Namespace) -> int:
         join_ray(args.ray_address)
         learner = LearnerRanks(config, sink, resume=args.resume)
     else:
+        from core.buffer import open_buffer
+        from core.weight_sync import open_publisher
         from learner.run import Learner
-        from services.buffer import open_buffer
-        from services.weight_sync import open_publisher
 
         buffer = open_buffer(config.buffer, consumer="learner-0", seed=config.run.seed)
         learner = Learner(config, buffer, open_publisher(config.weight_sync, config.run), sink, args.resume)

@@ -4,7 +4,7 @@ import argparse
 import json
 from pathlib import Path
 
-from services.tinymodels.tasks import TASKS
+from core.tinymodels.tasks import TASKS
 
 MODEL_KINDS = ("policy", "reward", "nli")
 
@@ -53,21 +53,21 @@ def _build(args: argparse.Namespace, report) -> dict:  # type: ignore[no-untyped
     from dataclasses import asdict
 
     if args.kind == "policy":
-        from services.tinymodels.policy import build_policy
+        from core.tinymodels.policy import build_policy
 
         result = build_policy(args.task, args.out, seed=args.seed, progress=report)
         return asdict(result)
     if args.kind == "reward":
         if args.task != "arithmetic":
             raise SystemExit("tandem make-model --kind reward: only --task arithmetic has a reward model")
-        from services.tinymodels.reward_model import build_reward_model
+        from core.tinymodels.reward_model import build_reward_model
 
         return {
             "kind": "reward",
             "out_dir": str(args.out),
             "held_out_pair_accuracy": build_reward_model(args.out, seed=args.seed),
         }
-    from services.tinymodels.nli_model import build_nli_model
+    from core.tinymodels.nli_model import build_nli_model
 
     return {
         "kind": "nli",

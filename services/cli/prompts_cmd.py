@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.prompts import PromptFileError, prompt_stream_key, read_prompt_file
+from core.prompts.record import PromptRecord, read_prompt_lines
 from services.cli.common import add_config_arguments, config_from_args
-from services.prompts import PromptFileError, prompt_stream_key, read_prompt_file
-from services.prompts.record import PromptRecord, read_prompt_lines
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +52,7 @@ def push_prompts(args: argparse.Namespace) -> int:
             "read actors.train_prompts, not this stream",
             file=sys.stderr,
         )
-    from services.prompts.redis_source import PromptStream
+    from core.prompts.redis_source import PromptStream
 
     stream = PromptStream(config.actors.prompt_redis_url, prompt_stream_key(config), retries=2)
     pushed = stream.push(records)
@@ -69,7 +69,7 @@ def _read_input(file: str, id_prefix: str | None) -> list[PromptRecord]:
 
 def show_stats(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    from services.prompts.redis_source import PromptStream
+    from core.prompts.redis_source import PromptStream
 
     stream = PromptStream(config.actors.prompt_redis_url, prompt_stream_key(config), retries=2)
     stats = stream.stats().as_dict()

@@ -10,9 +10,9 @@ import json
 import os
 import sys
 
+from core.config import load_config
+from core.config.reward import RewardConfig
 from services.cli.common import add_config_arguments
-from services.config import load_config
-from services.config.reward import RewardConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

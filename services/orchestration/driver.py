@@ -17,13 +17,13 @@ from typing import Any
 
 import ray
 
-from services.buffer import open_buffer
-from services.config import TandemConfig
+from core.buffer import open_buffer
+from core.config import TandemConfig
+from core.weight_sync import open_publisher
 from services.orchestration.plot import plot_reward_curve
 from services.orchestration.progress import Progress
 from services.orchestration.run_files import RunRecorder, write_json, write_resolved_config
 from services.orchestration.supervisor import Supervisor
-from services.weight_sync import open_publisher
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def load_offline_files(config: TandemConfig, buffer: Any) -> int:
     unrewarded lines scored by the run's reward server); returns the groups added."""
     if not config.buffer.offline_files or buffer.stats().offline_size > 0:
         return 0
-    from services.buffer.ingest import build_offline_groups, hf_tokenizer, http_scorer, parse_offline_file
+    from core.buffer.ingest import build_offline_groups, hf_tokenizer, http_scorer, parse_offline_file
 
     assert config.reward.url is not None
     tokenize = hf_tokenizer(config.model.path)

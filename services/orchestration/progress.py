@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from services.config import TandemConfig
+from core.config import TandemConfig
 
 PLAIN_EVERY_S = 10.0
 

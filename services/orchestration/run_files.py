@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from services.config import TandemConfig
+from core.config import TandemConfig
 
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.jsonl"

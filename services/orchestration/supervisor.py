@@ -13,7 +13,7 @@ from typing import Any
 
 import ray
 
-from services.config import TandemConfig
+from core.config import TandemConfig
 from services.orchestration import prometheus
 from services.orchestration.best import BestExport
 from services.orchestration.run_files import RunRecorder

@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from services.tinymodels.tasks import read_jsonl
-from services.weight_sync import WeightSyncError, encode_weights
-from services.weight_sync.manifest import PublishedWeights
+from core.tinymodels.tasks import read_jsonl
+from core.weight_sync import WeightSyncError, encode_weights
+from core.weight_sync.manifest import PublishedWeights
 from tests.generation_support import transformers_greedy
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def engine(tiny_arith_model: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def retrained(tiny_arith_model: Path) -> torch.nn.Module:
     """A differently trained policy: 60 supervised steps on always-correct sums (the warm start saw 20 %)."""
-    from services.tinymodels.policy import _encode_sft
+    from core.tinymodels.policy import _encode_sft
 
     torch.manual_seed(1)
     tokenizer = AutoTokenizer.from_pretrained(tiny_arith_model)

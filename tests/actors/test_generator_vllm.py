@@ -10,10 +10,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from actors.dead_letter import read_dead_letters
-from services.config import TandemConfig
-from services.config.reward import RewardConfig
+from core.config import TandemConfig
+from core.config.reward import RewardConfig
+from core.weight_sync.filesystem import FilesystemPublisher
 from services.embedded_server import free_port, serve
-from services.weight_sync.filesystem import FilesystemPublisher
 
 pytestmark = pytest.mark.slow
 

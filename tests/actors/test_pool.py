@@ -11,11 +11,11 @@ import ray
 import torch
 from transformers import AutoModelForCausalLM
 
-from services.buffer.remote import RemoteBuffer
-from services.config import TandemConfig
-from services.config.reward import RewardConfig
+from core.buffer.remote import RemoteBuffer
+from core.config import TandemConfig
+from core.config.reward import RewardConfig
+from core.weight_sync.filesystem import FilesystemPublisher
 from services.embedded_server import serve
-from services.weight_sync.filesystem import FilesystemPublisher
 from tests.actors.test_generator_vllm import ARITHMETIC_SCORER, actor_config
 from tests.ray_support import fresh_ray_init
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from actors.reward_client import RewardClient, RewardItem, RewardOutcome
-from services.config.reward import RewardConfig
+from core.config.reward import RewardConfig
 from services.embedded_server import free_port, serve
 
 

@@ -23,15 +23,15 @@ from actors.generator import LoopScoring
 from actors.reward_client import RewardClient
 from actors.rollout import RolloutSettings, RolloutWorker
 from actors.sampling import PromptRequest, SamplingSettings
-from services.buffer import MemoryBuffer
-from services.config.buffer import BufferConfig
-from services.config.reward import RewardConfig
+from core.buffer import MemoryBuffer
+from core.config.buffer import BufferConfig
+from core.config.reward import RewardConfig
+from core.prompts.file_source import FilePromptSource
+from core.prompts.record import PromptRecord
+from core.schemas import Sample
+from core.weight_sync.filesystem import FilesystemPublisher, FilesystemSubscriber
+from core.weight_sync.manifest import PublishedWeights
 from services.embedded_server import serve
-from services.prompts.file_source import FilePromptSource
-from services.prompts.record import PromptRecord
-from services.schemas import Sample
-from services.weight_sync.filesystem import FilesystemPublisher, FilesystemSubscriber
-from services.weight_sync.manifest import PublishedWeights
 
 PROMPTS = [PromptRecord(f"p{i}", f"{i}+{i}=", reference=str(2 * i)) for i in range(10)]
 

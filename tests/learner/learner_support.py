@@ -6,9 +6,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from services.config import TandemConfig, load_config
-from services.schemas import Sample, ScoredGroup
-from services.tinymodels.tasks import read_jsonl
+from core.config import TandemConfig, load_config
+from core.schemas import Sample, ScoredGroup
+from core.tinymodels.tasks import read_jsonl
 
 
 def sampled_groups(

@@ -17,12 +17,12 @@ import yaml
 from learner_support import sampled_groups
 from transformers import AutoModelForCausalLM
 
+from core.buffer.redis_buffer import RedisBuffer
+from core.config import load_config
+from core.weight_sync.filesystem import published_versions
 from learner import engine as ds
 from learner.checkpoint import latest_checkpoint, load_checkpoint
-from services.buffer.redis_buffer import RedisBuffer
-from services.config import load_config
 from services.orchestration.run_files import read_jsonl
-from services.weight_sync.filesystem import published_versions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services" / "buffer"))
 from buffer_support import PrivateRedis  # the buffer tests' redis-server helper

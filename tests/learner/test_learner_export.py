@@ -8,12 +8,12 @@ import torch
 from learner_support import learner_config, sampled_groups
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from core.schemas import build_train_batch
+from core.tinymodels.tasks import read_jsonl
 from learner import engine as ds
 from learner.checkpoint import LearnerState, save_checkpoint
 from learner.reference import ReferenceModel
 from learner.step import train_step
-from services.schemas import build_train_batch
-from services.tinymodels.tasks import read_jsonl
 from tests.generation_support import transformers_greedy as greedy_of
 
 pytestmark = pytest.mark.slow

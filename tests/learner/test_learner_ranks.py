@@ -11,12 +11,12 @@ import torch
 from learner_support import learner_config, sampled_groups
 from transformers import AutoModelForCausalLM
 
+from core.schemas import Sample, ScoredGroup, build_train_batch
+from core.weight_sync.filesystem import published_versions
 from learner import engine as ds
 from learner.data_parallel import Ranks, Shard, assign_groups, order_for_ranks
 from learner.reference import ReferenceModel
 from learner.step import train_step
-from services.schemas import Sample, ScoredGroup, build_train_batch
-from services.weight_sync.filesystem import published_versions
 from tests.ray_support import fresh_ray_init
 
 
@@ -56,8 +56,8 @@ def ray_cluster() -> Iterator[None]:
 def test_two_ranks_take_the_same_step_as_one_then_run_checkpoint_and_resume(
     tiny_arith_model: Path, tmp_path: Path, ray_cluster: None
 ) -> None:
+    from core.buffer.remote import RemoteBuffer
     from learner.ranks import LearnerRanks
-    from services.buffer.remote import RemoteBuffer
 
     batch_groups = sampled_groups(tiny_arith_model, prompts=5, seed=3)  # 3 groups on one rank, 2 on the other
     config = learner_config(

@@ -10,13 +10,13 @@ import torch
 from learner_support import learner_config, sampled_groups
 from transformers import AutoModelForCausalLM
 
+from core.buffer import MemoryBuffer
+from core.schemas import Sample, ScoredGroup
+from core.weight_sync import decode_weights
+from core.weight_sync.filesystem import FilesystemPublisher, FilesystemSubscriber, published_versions
 from learner.checkpoint import latest_checkpoint
 from learner.run import Learner
 from learner.step import BadDataError
-from services.buffer import MemoryBuffer
-from services.schemas import Sample, ScoredGroup
-from services.weight_sync import decode_weights
-from services.weight_sync.filesystem import FilesystemPublisher, FilesystemSubscriber, published_versions
 
 pytestmark = pytest.mark.slow
 

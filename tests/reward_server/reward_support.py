@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from services.config.reward import ExactMatchScorerConfig, PythonScorerConfig, RewardConfig
+from core.config.reward import ExactMatchScorerConfig, PythonScorerConfig, RewardConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 TANDEM = Path(sys.executable).with_name("tandem")

@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 from reward_support import exact_match, item, metric, python_scorer, reward_config
 
+from core.config.reward import UnitTestsScorerConfig
 from reward_server.app import create_app
-from services.config.reward import UnitTestsScorerConfig
 
 CONFIG = reward_config(
     exact_match("exact_match", weight=2.0),

@@ -16,10 +16,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.testclient import TestClient
 from reward_support import exact_match, python_scorer, reward_config
 
+from core.config.reward import HttpScorerConfig
 from reward_server.app import create_app
 from reward_server.scorers.base import ScoreItem, ScorerResult
 from reward_server.scorers.http import HttpScorer
-from services.config.reward import HttpScorerConfig
 from services.embedded_server import free_port, serve
 
 

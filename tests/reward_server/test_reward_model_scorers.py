@@ -12,14 +12,14 @@ from conftest import TinyClassifiers
 from fastapi.testclient import TestClient
 from reward_support import ROOT, reward_config
 
+from core.config import load_config
+from core.config.reward import EntailmentScorerConfig, RewardModelScorerConfig
+from core.tinymodels.reward_model import wrong_answer
+from core.tinymodels.tasks import make_problem
 from reward_server.app import create_app
 from reward_server.scorers.base import ScoreItem, ScorerResult
 from reward_server.scorers.entailment import EntailmentScorer
 from reward_server.scorers.reward_model import RewardModelScorer
-from services.config import load_config
-from services.config.reward import EntailmentScorerConfig, RewardModelScorerConfig
-from services.tinymodels.reward_model import wrong_answer
-from services.tinymodels.tasks import make_problem
 
 pytestmark = pytest.mark.slow
 

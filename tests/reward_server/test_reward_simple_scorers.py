@@ -6,10 +6,10 @@ import pytest
 import reward_functions
 from reward_support import python_scorer
 
+from core.config.reward import ExactMatchScorerConfig, PythonScorerConfig
 from reward_server.scorers.base import ScoreItem, ScorerResult
 from reward_server.scorers.exact_match import ExactMatchScorer, parse_number
 from reward_server.scorers.python_fn import PythonScorer
-from services.config.reward import ExactMatchScorerConfig, PythonScorerConfig
 
 
 def exact(pattern: str = r"^\s*(\S+)", tolerance: float | None = None) -> ExactMatchScorer:

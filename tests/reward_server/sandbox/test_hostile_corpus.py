@@ -21,10 +21,10 @@ import pytest
 from sandbox_hostile_corpus import CASES, SECRET_TEXT, TEST, HostileCase
 from sandbox_support import running_sandboxes
 
+from core.config.reward import UnitTestsScorerConfig
 from reward_server.sandbox import runner
 from reward_server.scorers.base import ScoreItem, ScorerResult
 from reward_server.scorers.unit_tests import UnitTestsScorer
-from services.config.reward import UnitTestsScorerConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 HONEST = "def f(x):\n    return 3 * x + 1\n"

@@ -12,11 +12,11 @@ import pytest
 from prometheus_client import REGISTRY
 from sandbox_support import running_sandboxes
 
+from core.config.reward import UnitTestsScorerConfig
 from reward_server.sandbox import runner
 from reward_server.scorers import build_scorer, unit_tests
 from reward_server.scorers.base import ScoreItem, ScorerResult
 from reward_server.scorers.unit_tests import SandboxUnavailableError, UnitTestsScorer, extract_code
-from services.config.reward import UnitTestsScorerConfig
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 TESTS = ["assert f(2) == 7", "assert f(0) == 1", "assert f(-1) == -2"]

@@ -16,7 +16,7 @@ import pytest
 import ray
 
 from actors.dead_letter import read_dead_letters
-from services.config import load_config
+from core.config import load_config
 from services.embedded_server import free_port
 from services.orchestration.run_files import read_jsonl
 from tests.services.orchestration.test_train_e2e import ROOT, short_demo

@@ -8,7 +8,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from services.config import load_config
+from core.config import load_config
 from services.orchestration.run_files import read_jsonl
 from tests.services.orchestration.test_train_e2e import ROOT, short_demo
 

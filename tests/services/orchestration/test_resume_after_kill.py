@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from services.config import load_config
+from core.config import load_config
 from services.orchestration.run_files import read_jsonl
 from tests.services.orchestration.test_train_e2e import ROOT, short_demo
 
@@ -69,7 +69,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_without_losing_groups(
     assert after == list(range(checkpoint_step + 1, 13))  # continues right after the checkpoint
     print(f"\nkilled after step {steps_before[-1]}; resumed from checkpoint {checkpoint_step}")
 
-    from services.buffer import open_buffer
+    from core.buffer import open_buffer
 
     config = load_config(
         ROOT / "configs" / "demo.yaml", ["buffer.kind=redis", f"buffer.namespace={namespace}"]

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import ray
 
-from services.config import load_config
+from core.config import load_config
 from services.embedded_server import free_port
 from services.orchestration.run_files import read_jsonl
 
@@ -148,8 +148,8 @@ def test_offline_mix_config_trains_on_offline_and_fresh_groups_with_redis(
 ) -> None:
     import redis
 
+    from core.tinymodels.offline import write_offline_data
     from services.orchestration.driver import train
-    from services.tinymodels.offline import write_offline_data
 
     offline = tmp_path / "offline.jsonl"
     lines = write_offline_data("arithmetic", tiny_arith_model / "prompts" / "train.jsonl", offline, limit=64)
@@ -171,7 +171,7 @@ def test_offline_mix_config_trains_on_offline_and_fresh_groups_with_redis(
     assert [row["step"] for row in metrics] == [1, 2, 3, 4]
     assert sum(row["num_replayed"] for row in metrics) > 0 and sum(row["num_fresh"] for row in metrics) > 0
     assert stats_keys, "the run's groups live in Redis under its namespace"
-    from services.buffer import open_buffer
+    from core.buffer import open_buffer
 
     buffer = open_buffer(config.buffer)
     try:

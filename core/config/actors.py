@@ -1,0 +1,83 @@
+"""`actors`: the vLLM generation actors, their sampling and the prompt sets they read."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from core.config.base import Section
+
+
+class ActorsConfig(Section):
+    num_actors: int = Field(1, ge=1)
+    """Number of generator actors (each owns one vLLM engine)."""
+
+    n_samples: int = Field(4, ge=1)
+    """Completions sampled per prompt; one prompt's completions form a group (>= 2 for every loss)."""
+
+    prompts_per_batch: int = Field(16, ge=1)
+    """Prompts an actor generates for at once before scoring and pushing their groups."""
+
+    temperature: float = Field(1.0, ge=0)
+    """Sampling temperature. 1.0 keeps behaviour log-probs those of the policy itself."""
+
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling mass; below 1 the behaviour policy is no longer the model's distribution."""
+
+    max_tokens: int = Field(16, ge=1)
+    """Maximum completion length in tokens."""
+
+    stop: list[str] = Field(default_factory=list)
+    """Stop strings; generation ends before them (end-of-sequence always stops)."""
+
+    train_prompts: Path = Path("models/tiny-arith/prompts/train.jsonl")
+    """JSONL of training prompts: one object per line with `prompt`, `prompt_id` and optional
+    `reference`, `tests`, `metadata`."""
+
+    prompt_source: Literal["file", "redis"] = "file"
+    """Where training prompts come from: `file` reads `train_prompts` (epochs, seeded order, sharded);
+    `redis` reads the stream `prompt_stream`, fed while the run goes (`tandem prompts push`), each
+    prompt going to one actor."""
+
+    prompt_redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis connection URL of the prompt stream (for `prompt_source: redis`)."""
+
+    prompt_stream: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    """Redis stream key of the live prompts; None: `tandem:<run.name>:prompts`."""
+
+    eval_prompts: Path | None = Path("models/tiny-arith/prompts/eval.jsonl")
+    """JSONL of held-out prompts scored at start and every `learner.eval_every` steps; None: no eval."""
+
+    num_cpus: float = Field(1.0, gt=0)
+    """CPUs Ray reserves for each actor."""
+
+    num_gpus: float = Field(0.0, ge=0)
+    """GPUs Ray reserves for each actor (0 on CPU machines)."""
+
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources each actor needs, e.g. `{generator_node: 1}` to place actors only on
+    nodes started with `ray start --resources='{"generator_node": 8}'`."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    """vLLM tensor-parallel degree inside one actor."""
+
+    max_restarts: int = Field(3, ge=-1)
+    """How often Ray restarts a dead actor (-1: without limit)."""
+
+    reward_batch_size: int = Field(64, ge=1)
+    """Items per `/v1/score` request from an actor's reward client."""
+
+    reward_concurrency: int = Field(4, ge=1)
+    """Scoring requests one actor keeps in flight at once."""
+
+    reward_item_retries: int = Field(1, ge=0)
+    """Times the items whose reward failed are scored again before their group is dead-lettered
+    (`<run_dir>/dead_letter/<actor>.jsonl`) instead of pushed."""
+
+    reward_outage_s: float = Field(300.0, ge=0)
+    """How long an actor holds a batch whose reward calls all failed for lack of a server answer
+    (unreachable, 5xx, deadline), retrying with growing pauses, before it dead-letters the batch."""
+
+    pause_s: float = Field(0.5, gt=0)
+    """How long an actor waits before checking again while the buffer's backlog is at its high-water
+    mark or its weights are more than `buffer.max_staleness` versions behind the learner."""

@@ -1,0 +1,47 @@
+"""`buffer`: the experience buffer between actors and learner, and its staleness-aware mixing."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from core.config.base import Section
+
+
+class BufferConfig(Section):
+    kind: Literal["memory", "redis"] = "memory"
+    """`memory`: in-process, served from a Ray actor (embedded default). `redis`: durable and shared."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis connection URL (for `kind: redis`)."""
+
+    namespace: str = Field("tandem", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    """Key prefix in Redis, and name of the Ray actor serving the memory buffer, so several runs can
+    share one server or cluster."""
+
+    on_policy_fraction: float = Field(0.75, ge=0, le=1)
+    """Fraction of each batch's groups drawn from fresh groups within `max_staleness`; the rest from
+    the replay pool and offline data."""
+
+    max_staleness: int = Field(2, ge=0)
+    """A fresh group counts as on-policy while `learner_version - policy_version <= max_staleness`."""
+
+    stale_policy: Literal["replay", "drop"] = "replay"
+    """What happens to fresh groups that became too stale: moved to the replay pool or dropped
+    (counted either way)."""
+
+    replay_capacity: int = Field(4096, ge=0)
+    """Groups kept in the replay pool; the oldest are evicted first."""
+
+    high_water: int = Field(64, ge=1)
+    """Unconsumed fresh groups at which `put` tells actors to pause."""
+
+    claim_idle_s: float = Field(0.0, ge=0)
+    """Redis: when a learner recovers, it also claims fresh groups delivered to *another* consumer
+    name and unacknowledged for this long (a learner that died and came back under a new name).
+    0 claims only the recovering consumer's own pending groups. Keep it above the longest learner
+    step, or a slow but live learner's groups are handed out twice."""
+
+    offline_files: list[Path] = Field(default_factory=list)
+    """Offline JSONL files (the `tandem ingest` format) that `tandem train` loads into the offline
+    pool at start, when that pool is empty (so a resumed run does not load them twice)."""

@@ -1,0 +1,78 @@
+"""`learner` and `algorithm`: the DeepSpeed training process and the loss it minimises."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from core.config.base import Section
+
+
+class LearnerConfig(Section):
+    max_steps: int = Field(200, ge=1)
+    """Optimizer steps before the run ends."""
+
+    batch_groups: int = Field(16, ge=1)
+    """Groups (prompts with all their samples) per optimizer step."""
+
+    lr: float = Field(1e-4, gt=0)
+    """Peak learning rate of AdamW."""
+
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warm-up steps from 0 to `lr`."""
+
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+
+    grad_clip: float | None = Field(1.0, gt=0)
+    """Global gradient-norm clip; None disables clipping."""
+
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    """DeepSpeed ZeRO stage."""
+
+    micro_batch_tokens: int = Field(8192, ge=1)
+    """Token budget of one micro-batch; a step accumulates gradients over as many as it needs."""
+
+    num_ranks: int = Field(1, ge=1)
+    """Data-parallel learner ranks (gloo on CPU, NCCL on GPU). Above 1 the ranks are Ray actors; rank 0
+    samples each batch and shares it, and every rank trains on whole groups of it."""
+
+    rank_cpus: float = Field(1.0, ge=0)
+    """CPUs Ray reserves for each learner rank (with `num_ranks` > 1)."""
+
+    rank_gpus: float = Field(0.0, ge=0)
+    """GPUs Ray reserves for each learner rank (with `num_ranks` > 1); 0 trains on the CPU over gloo."""
+
+    sync_every: int = Field(1, ge=1)
+    """Publish weights to the actors (policy version + 1) every this many steps."""
+
+    checkpoint_every: int = Field(50, ge=1)
+    """Write a checkpoint (DeepSpeed state, step, version, prompt cursor, HF export) this often."""
+
+    eval_every: int = Field(10, ge=1)
+    """Score the held-out prompts every this many steps (and at the start)."""
+
+    wait_for_fresh: bool = True
+    """Wait before each step until the buffer holds the batch's on-policy share of fresh groups
+    (`buffer.on_policy_fraction * batch_groups`). False: replayed and offline groups fill in at once,
+    so the learner never waits, but when it outpaces the actors it trains mostly on replay."""
+
+    bad_data: Literal["skip", "error"] = "skip"
+    """On an empty completion, a group of size 1 or a non-finite reward: skip the group (counted
+    with its reason) or stop with an error."""
+
+
+class AlgorithmConfig(Section):
+    name: Literal["copg", "rloo", "agro"] = "copg"
+    """Loss: `copg` and `agro` are valid off-policy; `rloo` is on-policy (see docs/algorithms.md)."""
+
+    beta: float = Field(0.05, gt=0)
+    """KL-regularisation strength towards the reference model."""
+
+    average_logprobs: bool = False
+    """Use per-token mean log-probs instead of sums (length-invariant; changes the optimum)."""
+
+    importance_sampling: Literal["none", "truncated"] = "none"
+    """RLOO only: `truncated` reweights slightly stale samples by min(pi/mu, is_cap)."""
+
+    is_cap: float = Field(2.0, gt=0)
+    """Cap of the truncated importance weight."""

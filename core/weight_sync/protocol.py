@@ -1,0 +1,21 @@
+"""The two sides of weight transport. Implementations: `ray` (object store) and `filesystem` (safetensors)."""
+
+from typing import Protocol
+
+import torch
+
+from core.weight_sync.manifest import PublishedWeights, WeightManifest
+
+
+class WeightPublisher(Protocol):
+    """The learner's side: make `state_dict` available to every actor as policy `version`."""
+
+    def publish(self, state_dict: dict[str, torch.Tensor], version: int) -> WeightManifest: ...
+
+
+class WeightSubscriber(Protocol):
+    """The actors' side: the newest published version, or None before the first publish."""
+
+    def latest_version(self) -> int | None: ...
+
+    def latest(self) -> PublishedWeights | None: ...
