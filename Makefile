@@ -11,18 +11,20 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-APT_PACKAGES := bubblewrap docker-compose redis-server
+APT_PACKAGES := bubblewrap libseccomp2 docker-compose redis-server
 DEMO_MODEL := models/tiny-arith
 
 .PHONY: install system-deps demo test test-fast lint models clean
 
 install: $(STAMP)
 
-# Debian packages the project shells out to (bwrap for the unit-test sandbox, docker-compose to validate
-# the compose file, redis-server for the tests that restart their own Redis). Installed only when missing.
+# Debian packages the project shells out to (bwrap for the unit-test sandbox and libseccomp2 for its
+# seccomp filter, docker-compose to validate the compose file, redis-server for the tests that restart
+# their own Redis). Installed only when missing.
 system-deps:
 	@missing=""; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	{ ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | grep -q 'libseccomp\.so\.2 ' || missing="$$missing libseccomp2"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \

@@ -1,8 +1,12 @@
-"""The vLLM engine wrapper: prompts in, `Sample`s with raw behaviour log-probs out.
+"""The vLLM engine wrapper: prompts in, `Sample`s with behaviour log-probs out.
 
-This file and the rest of actors/ are the only places that import vLLM. Log-probs are requested
-as the engine's raw log-probs of the sampled tokens (before any temperature or top-p processing is
-folded into them), because the learner compares them with its own forward pass.
+This file and the rest of actors/ are the only places that import vLLM. Log-probs are requested as
+the engine's processed log-probs of the sampled tokens (`logprobs_mode="processed_logprobs"`: after
+temperature and top-p), i.e. log mu of the distribution each token was actually drawn from, because
+RLOO's importance ratio divides by it. Raw log-probs are those of the untempered policy, which is not
+the sampling distribution at temperature != 1 or top_p < 1. The learner matches the temperature
+(log_softmax(logits / T), learner/logprobs.py); the config refuses importance sampling with top_p < 1,
+whose truncated distribution it does not reproduce. At temperature 1 and top_p 1 the two modes agree.
 """
 
 import logging
@@ -15,6 +19,7 @@ from actors.sampling import PromptRequest, SamplingSettings
 from actors.staging import remove_orphans, staged_blob
 from actors.weight_receiver import EXTENSION_QUALNAME
 from core.schemas import Sample
+from core.tokenization import prompt_token_ids
 from core.weight_sync.manifest import PublishedWeights, WeightManifest, WeightSyncError
 
 # vLLM reads these at import time; a small KV cache keeps the CPU engine inside a laptop's memory.
@@ -22,6 +27,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 from vllm import LLM, SamplingParams
+from vllm.inputs import TokensPrompt
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +53,7 @@ class GenerationEngine:
             max_model_len=max_model_len,
             tensor_parallel_size=tensor_parallel_size,
             enforce_eager=True,
-            logprobs_mode="raw_logprobs",
+            logprobs_mode="processed_logprobs",  # the sampling distribution's log-probs (see above)
             worker_extension_cls=EXTENSION_QUALNAME,
         )
         self.policy_version: int | None = 0
@@ -118,7 +124,11 @@ class GenerationEngine:
             seed=sampling.seed,
             logprobs=0,  # 0 = only the sampled token's log-prob
         )
-        outputs = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
+        # Token ids, not text: vLLM would tokenise the text the same way, but offline ingest must match
+        # the actors exactly (core/tokenization.py), so both call one function.
+        tokenizer = self.llm.get_tokenizer()
+        prompts = [TokensPrompt(prompt_token_ids=prompt_token_ids(tokenizer, r.prompt)) for r in requests]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
         now = time.time()
         groups = []
         for request, output in zip(requests, outputs, strict=True):

@@ -16,6 +16,7 @@ from actors.reward_client import RewardClient, RewardItem, RewardOutcome
 from actors.rollout import RolloutSettings, RolloutWorker, StepOutcome
 from actors.sampling import SamplingSettings
 from core.buffer import open_buffer
+from core.buffer.screening import model_limits
 from core.config import TandemConfig
 from core.gc_heap import freeze_startup_objects
 from core.prompts import open_prompt_source
@@ -89,6 +90,7 @@ class Generator:
                 item_retries=actors.reward_item_retries,
                 pause_s=actors.pause_s,
                 outage_wait_s=actors.reward_outage_s,
+                limits=model_limits(config.model.path),  # poison groups go to dead letters, not the buffer
             ),
             cursor_file=run_dir / "actors" / f"{self.actor_id}.cursor.json",
         )

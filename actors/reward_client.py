@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from core.redaction import redact_url
 from core.schemas import RewardStatus
 
 RETRIED_STATUS_CODES = frozenset({429, 500, 502, 503, 504})
@@ -93,6 +94,7 @@ class RewardClient:
             raise ValueError("batch_size and max_concurrency must be >= 1")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/") + "/v1/score"
+        self.shown_url = redact_url(self.url)  # for messages: no password a URL may carry
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
@@ -157,9 +159,13 @@ class RewardClient:
                 self.url, content=_encoder.encode(body), headers=JSON_HEADERS, timeout=remaining_s
             )
         except httpx.TimeoutException as error:
-            return RequestFailure(f"reward server {self.url} timed out ({type(error).__name__})", "timeout")
+            return RequestFailure(
+                f"reward server {self.shown_url} timed out ({type(error).__name__})", "timeout"
+            )
         except httpx.TransportError as error:
-            return RequestFailure(f"reward server {self.url} unreachable: {type(error).__name__}: {error}")
+            return RequestFailure(
+                f"reward server {self.shown_url} unreachable: {type(error).__name__}: {error}"
+            )
         if response.status_code != 200:
             retryable = response.status_code in RETRIED_STATUS_CODES
             return RequestFailure(

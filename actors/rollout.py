@@ -14,6 +14,8 @@ a batch per actor).
 
 Failures are explicit: items whose reward failed are scored again `item_retries` times; a group
 that still has a failed sample is not pushed but written to the dead-letter file with the reasons.
+So is a poison group, one the learner could not train on (a token id past the vocabulary, more
+tokens than the model's positions: core/buffer/screening.py), checked against `settings.limits`.
 The prompt cursor is saved once a batch's put is answered, so a restarted actor continues its shard
 and a batch whose put was lost in a crash is generated again.
 """
@@ -34,6 +36,7 @@ from actors.dead_letter import DeadLetterFile, FailedSample
 from actors.reward_client import RewardItem, RewardOutcome
 from actors.sampling import PromptRequest, SamplingSettings
 from core.buffer import ExperienceBuffer, PutResult
+from core.buffer.screening import ModelLimits, poison_reason
 from core.prompts import PromptSource
 from core.prompts.file_source import PromptCursor
 from core.prompts.record import PromptRecord
@@ -74,6 +77,7 @@ class RolloutSettings:
     item_retries: int = 1
     pause_s: float = 0.5
     outage_wait_s: float = 300.0
+    limits: ModelLimits | None = None  # the policy's vocabulary and positions; None: not screened
 
 
 @dataclass
@@ -275,10 +279,15 @@ class RolloutWorker:
             group_outcomes = outcomes[cursor : cursor + len(group)]
             cursor += len(group)
             group_id = f"{self.settings.actor_id}-{uuid.uuid4().hex[:16]}"
-            if all(outcome.status == "ok" for outcome in group_outcomes):
-                good.append(_scored_group(group_id, record, group, group_outcomes))
-            else:
+            if not all(outcome.status == "ok" for outcome in group_outcomes):
                 self._dead_letter(group_id, record, group, group_outcomes)
+                continue
+            scored = _scored_group(group_id, record, group, group_outcomes)
+            poison = poison_reason(scored, self.settings.limits) if self.settings.limits else None
+            if poison is None:
+                good.append(scored)
+            else:  # never pushed: a learner would crash on it at every redelivery
+                self._dead_letter(group_id, record, group, group_outcomes, f"poison group: {poison}")
         put = self._pusher.submit(self._put_then_save_cursor, good, batch.cursor_after)
         self._push = PendingPush(good, put)
 
@@ -325,13 +334,19 @@ class RolloutWorker:
         return outcomes
 
     def _dead_letter(
-        self, group_id: str, record: PromptRecord, group: list[Sample], outcomes: list[RewardOutcome]
+        self,
+        group_id: str,
+        record: PromptRecord,
+        group: list[Sample],
+        outcomes: list[RewardOutcome],
+        reason: str | None = None,
     ) -> None:
-        errors = sorted({outcome.error or outcome.status for outcome in outcomes if outcome.status != "ok"})
-        reason = (
-            f"{sum(o.status != 'ok' for o in outcomes)} of {len(outcomes)} rewards failed after "
-            f"{self.settings.item_retries} re-scoring attempt(s): " + "; ".join(errors)[:2000]
-        )
+        if reason is None:
+            errors = sorted({o.error or o.status for o in outcomes if o.status != "ok"})
+            reason = (
+                f"{sum(o.status != 'ok' for o in outcomes)} of {len(outcomes)} rewards failed after "
+                f"{self.settings.item_retries} re-scoring attempt(s): " + "; ".join(errors)[:2000]
+            )
         self.dead_letters.write(
             group_id,
             record.prompt,

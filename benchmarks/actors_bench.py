@@ -84,7 +84,7 @@ def measure(args: argparse.Namespace) -> dict[int, dict[str, list[float]]]:
             dtype="float32",
             max_model_len=None,
             enforce_eager=True,
-            logprobs_mode="raw_logprobs",
+            logprobs_mode="processed_logprobs",  # as the actors ask (actors/engine.py): same work
             seed=1,
         )
         params = SamplingParams(n=args.n_samples, temperature=1.0, max_tokens=args.max_tokens, logprobs=0)

@@ -1,8 +1,9 @@
 """Sandbox throughput: `unit_tests` executions/s in bubblewrap vs plain `subprocess.run([python, "-c", ...])`.
 
 The same (completion, test) snippets run both ways at the same concurrency:
-  sandboxed  UnitTestsScorer.score: bwrap (net/pid/ipc/uts namespaces, read-only mounts, private
-             tmpfs), rlimits, the harness's audit guard and unforgeable verdict, one sandbox per test
+  sandboxed  UnitTestsScorer.score: bwrap (net/pid/ipc/uts namespaces, read-only mounts of the
+             stdlib and its libraries, private tmpfs), the seccomp filter, rlimits, the harness's
+             audit guard and unforgeable verdict, one sandbox per test
   plain      subprocess.run([python, "-c", code + test]) from a thread pool: no isolation, no limits,
              the exit status as the verdict
   plain -I -S  the same with the interpreter flags the sandbox itself starts Python with (no site

@@ -3,21 +3,34 @@
 Position t of `token_logprobs` holds log pi(x_t | x_<t) (position 0 holds 0: nothing predicts the first
 token). Logits are turned into log-probs in float32 whatever the model's dtype, and sequence sums
 accumulate in float32 (learner.algorithms.sequence_logprobs), so bf16 training keeps honest KL terms.
+
+`temperature` gives the log-probs of the tempered policy pi_T = softmax(logits / T): the distribution
+vLLM samples from at temperature T, and whose log-probs it returns with
+`logprobs_mode="processed_logprobs"` (actors/engine.py). T = 1 is the policy pi itself.
 """
+
+from collections.abc import Sequence
 
 import torch
 
 from learner.algorithms import sequence_logprobs
 
 
-def token_logprobs(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
-) -> torch.Tensor:
-    """[B, T] log-probs of each token given its prefix."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask.long()).logits
-    predicted = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    chosen = predicted.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+def _chosen(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float) -> torch.Tensor:
+    """[B, T] log-prob of each token under softmax(logits / temperature) given its prefix."""
+    scaled = logits[:, :-1].float()
+    if temperature != 1.0:
+        scaled = scaled / temperature  # as vLLM's sampler does, in float32, before the softmax
+    chosen = torch.log_softmax(scaled, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
     return torch.nn.functional.pad(chosen, (1, 0), value=0.0)
+
+
+def token_logprobs(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """[B, T] log-probs of each token given its prefix, under the policy at `temperature`."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask.long()).logits
+    return _chosen(logits, input_ids, temperature)
 
 
 def completion_logprobs(
@@ -25,6 +38,24 @@ def completion_logprobs(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     completion_mask: torch.Tensor,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
-    """[B] log pi(y | x): token log-probs summed over the completion positions."""
-    return sequence_logprobs(token_logprobs(model, input_ids, attention_mask), completion_mask)
+    """[B] log pi_T(y | x): token log-probs summed over the completion positions."""
+    return sequence_logprobs(token_logprobs(model, input_ids, attention_mask, temperature), completion_mask)
+
+
+def completion_logprobs_at(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    temperatures: Sequence[float],
+) -> torch.Tensor:
+    """[B, len(temperatures)]: `completion_logprobs` at each temperature, from one forward pass (the
+    learner needs log pi for the KL terms and log pi_T for RLOO's score function and importance ratio)."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask.long()).logits
+    columns = [
+        sequence_logprobs(_chosen(logits, input_ids, temperature), completion_mask)
+        for temperature in temperatures
+    ]
+    return torch.stack(columns, dim=1)

@@ -1,6 +1,14 @@
 """The learner's main loop: sample a mixed batch -> share it with the ranks -> log-probs -> loss -> step
--> ack -> publish -> metrics -> checkpoint. Everything it talks to comes in through narrow seams
-(buffer, publisher, sink).
+-> publish -> metrics -> ledger -> checkpoint -> ack. Everything it talks to comes in through narrow
+seams (buffer, publisher, sink).
+
+Acks wait for checkpoints: the fresh groups a step trained on are acknowledged to the buffer only
+once a checkpoint that holds that step's weights is durable. Acked groups are gone from the buffer's
+pending list; if the weights that learned from them died with the process, so would the groups. Held
+unacked, they are handed out again after a crash (`recover`) and trained once into the weights that
+survive. The checkpoint lists them (`LearnerState.deliveries`) and a resumed learner acks them again,
+so a crash between the checkpoint and its ack does not train them twice. `RUN/ledger.jsonl` records
+what each step trained and what each checkpoint acked (learner/ledger.py audits it).
 
 With several data-parallel ranks every rank runs this same loop; rank 0 (the leader) alone samples,
 acks, publishes and reports, and its batch reaches the others through `share_groups` (a stop request
@@ -25,8 +33,9 @@ from core.weight_sync import WeightPublisher
 from learner import engine as ds
 from learner.checkpoint import LearnerState, load_checkpoint, save_checkpoint
 from learner.data_parallel import Ranks, broadcast_int, order_for_ranks, share_groups
+from learner.ledger import LEDGER, Ledger
 from learner.reference import ReferenceModel
-from learner.step import screen_groups, train_step
+from learner.step import needs_behaviour_logprobs, row_sources, screen_groups, train_step
 
 log = logging.getLogger(__name__)
 MetricsSink = Callable[[dict[str, Any]], None]
@@ -59,21 +68,40 @@ class Learner:
         )
         self.state = LearnerState()
         self.checkpointed_step = 0
+        self.ledger = Ledger(config.run.run_dir / LEDGER if self.ranks.leader else None)
+        # Deliveries trained since the last checkpoint: acked when the next one is on disk.
+        self.unacked: list[str] = []
+        # Groups `recover` queued again: Redis keeps them pending, so the backlog does not show them.
+        self.recovered_left = 0
         self.skipped: Counter[str] = Counter()
         # RLOO without importance weights is on-policy only: it never trains on replayed groups.
         self.on_policy_only = (
             config.algorithm.name == "rloo" and config.algorithm.importance_sampling == "none"
         )
         restored = load_checkpoint(self.engine, config.run.run_dir) if resume else None
+        reacked = 0
         if restored is not None:
             path, self.state = restored
             self.checkpointed_step = self.state.step
+            if self.buffer is not None:
+                # The checkpoint holds these groups' training; if the crash came before their ack,
+                # ack them now, or `recover` would hand them out to be trained a second time.
+                reacked = self.buffer.ack(self.state.deliveries)
             self.report(
                 event="resumed", checkpoint=str(path), step=self.state.step,
                 policy_version=self.state.policy_version, optimizer_steps=ds.optimizer_steps(self.engine),
+                reacked=reacked,
             )  # fmt: skip
+        else:
+            self.ledger.write("start", step=0)
         if self.buffer is not None:
-            self.buffer.recover()  # deliveries a previous learner took but never acked come back first
+            # Deliveries a previous learner took and no checkpoint covers come back first.
+            self.recovered_left = self.buffer.recover()
+            if restored is not None:
+                self.ledger.write(
+                    "resume", step=self.state.step, checkpoint=restored[0].name, reacked=reacked,
+                    redelivered=self.recovered_left,
+                )  # fmt: skip
         self.announce_weights()  # before any actor generates: they start from what the learner has
 
     def run(
@@ -90,9 +118,15 @@ class Learner:
             if groups is None:
                 break  # the leader was asked to stop
             metrics = self.train(groups)
-            if self.buffer is not None and sampled is not None:
-                self.buffer.ack(sampled.delivery_ids)
             self.state.step += 1
+            if sampled is not None:
+                self.unacked += sampled.delivery_ids  # acked once a checkpoint holds this step
+                self.ledger.write(
+                    "step", step=self.state.step, policy_version=self.state.policy_version,
+                    deliveries=sampled.delivery_ids,
+                    fresh_groups=[group.group_id for group in sampled.groups[: sampled.num_fresh]],
+                    replayed_groups=[group.group_id for group in sampled.groups[sampled.num_fresh :]],
+                )  # fmt: skip
             metrics["publish_time_s"] = 0.0
             if self.state.step % self.config.learner.sync_every == 0:
                 metrics["publish_time_s"] = self.publish(self.state.policy_version + 1)
@@ -117,12 +151,20 @@ class Learner:
             sampled = self.buffer.sample(
                 self.config.learner.batch_groups, self.state.policy_version, self.on_policy_only
             )
-            good, skipped = screen_groups(sampled.groups, self.config.learner.bad_data == "error")
+            settled = len(sampled.delivery_ids) + sampled.stale_moved + sampled.stale_dropped
+            self.recovered_left = max(0, self.recovered_left - settled)
+            good, skipped = screen_groups(
+                sampled.groups,
+                self.config.learner.bad_data == "error",
+                needs_behaviour_logprobs(self.config.algorithm),
+            )
             self.skipped.update(skipped)
             if good:
                 return keep_groups(sampled, good)
             if sampled.delivery_ids:
-                self.buffer.ack(sampled.delivery_ids)  # all unusable: settled, not redelivered forever
+                # All unusable: nothing trained, so settled now (not redelivered forever).
+                self.buffer.ack(sampled.delivery_ids)
+                self.ledger.write("unusable", step=self.state.step, deliveries=sampled.delivery_ids)
             time.sleep(poll_s)
         return None
 
@@ -133,7 +175,7 @@ class Learner:
             return True
         fraction = 1.0 if self.on_policy_only else self.config.buffer.on_policy_fraction
         quota = round(fraction * self.config.learner.batch_groups)
-        return quota == 0 or self.buffer.stats().backlog >= quota
+        return quota == 0 or self.buffer.stats().backlog + self.recovered_left >= quota
 
     def train(self, groups: list[ScoredGroup]) -> dict[str, Any]:
         """One optimizer step on the global batch `groups` (every rank calls it with the same groups)."""
@@ -143,8 +185,10 @@ class Learner:
         lr = ds.warmup_lr(learner, self.state.step)
         hits, misses = self.reference.hits, self.reference.misses
         metrics = train_step(
-            self.engine, self.reference, batch, self.config.algorithm, learner.micro_batch_tokens, lr, shard
-        )
+            self.engine, self.reference, batch, self.config.algorithm, learner.micro_batch_tokens, lr, shard,
+            temperature=self.config.actors.temperature,
+            sources=row_sources(ordered, self.state.policy_version),  # metrics by fresh/replayed/offline
+        )  # fmt: skip
         looked_up = self.reference.hits - hits + self.reference.misses - misses
         metrics["reference_cache_hit_rate"] = (self.reference.hits - hits) / max(1, looked_up)
         return metrics
@@ -182,12 +226,23 @@ class Learner:
         return elapsed
 
     def checkpoint(self) -> Path:
+        """Write a checkpoint of this step (every rank calls this), then ack the deliveries it covers."""
+        self.state.deliveries = list(self.unacked)
         path = save_checkpoint(
-            self.engine, self.state, self.config.run.run_dir, Path(self.config.model.path), self.ranks.leader
-        )
+            self.engine, self.state, self.config.run.run_dir, Path(self.config.model.path), self.ranks.leader,
+            keep=self.config.learner.keep_checkpoints,
+        )  # fmt: skip
         self.checkpointed_step = self.state.step
         if self.ranks.leader:
             log.info("checkpoint %s (policy version %d)", path, self.state.policy_version)
+        if self.buffer is not None:
+            self.ledger.sync()  # the steps' records outlive the ack that settles their groups
+            newly = self.buffer.ack(self.unacked)
+            self.ledger.write(
+                "checkpoint", step=self.state.step, checkpoint=path.name, acked=self.unacked,
+                newly_acked=newly,
+            )  # fmt: skip
+        self.unacked = []
         return path
 
     def report(self, **record: Any) -> None:

@@ -1,5 +1,8 @@
 """`create_app(config)`: the reward server's FastAPI application.
 
+Bound to loopback (reward.host), the app answers only requests addressed to a loopback name
+(hosts.py); beyond loopback it needs a bearer token instead (auth.py).
+
 The lifespan builds every configured scorer before the server accepts requests (a scorer that
 cannot start, such as an entailment model without an entailment label, stops the start-up with its
 name in the message) and closes them on shutdown.
@@ -12,9 +15,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from core.config.reward import RewardConfig
-from reward_server.auth import require_token_for_public_bind
+from reward_server.auth import is_loopback, require_token_for_public_bind
+from reward_server.hosts import LoopbackHostGuard
 from reward_server.limits import BodySizeLimit
-from reward_server.models import ScoreRequest
+from reward_server.models import OpenRLHFRequest, ScoreRequest
 from reward_server.openapi import document
 from reward_server.routes import health, openrlhf, score
 from reward_server.service import ScoringService
@@ -43,9 +47,11 @@ def create_app(config: RewardConfig) -> FastAPI:
     )
     app.state.service = service
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    if is_loopback(config.host):
+        app.add_middleware(LoopbackHostGuard)  # added last, so it runs first: refuses before all else
     for router in (score.router, openrlhf.router, health.router):
         app.include_router(router)
-    document(app, request_models=[ScoreRequest])
+    document(app, request_models=[ScoreRequest, OpenRLHFRequest])
     return app
 
 

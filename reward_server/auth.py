@@ -6,15 +6,18 @@ prompts or completions.
 
 import ipaddress
 import secrets
-from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import HTTPException, Request
 
 from reward_server.service import ScoringService
 
 
 def authorize(request: Request) -> ScoringService:
-    """The scoring service, once the request carries the bearer token (when one is configured)."""
+    """The scoring service, once the request carries the bearer token (when one is configured).
+
+    The scoring routes call this first thing, before reading their bodies (routes/direct.py): FastAPI's
+    `HTTPBearer` and dependencies run only after FastAPI has read and parsed the whole body, and cost
+    42 us a request besides (benchmarks/reward_bench.py); openapi.py documents the scheme instead."""
     service: ScoringService = request.app.state.service
     expected = service.config.auth_token
     if expected is None:
@@ -25,16 +28,6 @@ def authorize(request: Request) -> ScoringService:
     if scheme.lower() != "bearer" or wrong:
         raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
     return service
-
-
-# One plain dependency that reads the header itself: FastAPI's HTTPBearer + service dependency chain
-# cost 42 us a request, more than scoring 64 exact-match items (benchmarks/reward_bench.py).
-# openapi.py documents the scheme instead.
-async def authorized_service(request: Request) -> ScoringService:
-    return authorize(request)
-
-
-AuthorizedService = Annotated[ScoringService, Depends(authorized_service)]
 
 
 def require_token_for_public_bind(host: str, auth_token: str | None) -> None:

@@ -1,7 +1,8 @@
 """Request limits: body size and item count (HTTP 413), text lengths and test counts (HTTP 422).
 
-The body limit is an ASGI middleware so an oversized body is refused before it is parsed. Length
-errors use FastAPI's 422 shape (`detail[i].loc` is the path to the field), like any malformed body.
+The body limit is an ASGI middleware so an oversized body is refused before it is parsed (a chunked
+one as it is read, by whichever route reads it). Length errors use FastAPI's 422 shape
+(`detail[i].loc` is the path to the field), like any malformed body.
 """
 
 from collections.abc import Iterable, Sequence
@@ -20,7 +21,9 @@ MAX_REPORTED_ERRORS = 20  # enough to fix a request; a 10k-item request should n
 
 
 class BodySizeLimit:
-    """Answers 413 to a body over `max_bytes`: at once from Content-Length, or while reading chunks."""
+    """Answers 413 to a body over `max_bytes`: at once from Content-Length, or while a chunked body
+    (no Content-Length) is read. Nothing is read here: a route that refuses a request before reading
+    its body (401, 415) never receives a byte of it, chunked or not."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -33,49 +36,30 @@ class BodySizeLimit:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self.too_large(scope, receive, send)
+            detail = f"request body exceeds reward.max_body_bytes={self.max_bytes}"
+            await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
             return
         if declared is not None or b"transfer-encoding" not in headers:
             # The HTTP server never delivers more bytes than Content-Length announces.
             await self.app(scope, receive, send)
             return
-        body = await self.read_bounded(receive)
-        if body is None:
-            await self.too_large(scope, receive, send)
-            return
-        await self.app(scope, replay(body, receive), send)
+        await self.app(scope, self.counted(receive), send)
 
-    async def read_bounded(self, receive: Receive) -> bytes | None:
-        chunks: list[bytes] = []
+    def counted(self, receive: Receive) -> Receive:
+        """`receive` that raises HTTPException(413), which FastAPI answers as such, once the chunks
+        read add up to more than `max_bytes`."""
         size = 0
-        while True:
+
+        async def counting() -> Message:
+            nonlocal size
             message = await receive()
-            if message["type"] != "http.request":
-                return b"".join(chunks)
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > self.max_bytes:
+                    raise HTTPException(413, f"request body exceeds reward.max_body_bytes={self.max_bytes}")
+            return message
 
-    async def too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        detail = f"request body exceeds reward.max_body_bytes={self.max_bytes}"
-        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
-
-
-def replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replayed() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replayed
+        return counting
 
 
 def check_item_count(count: int, config: RewardConfig) -> None:

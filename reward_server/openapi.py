@@ -1,9 +1,9 @@
 """OpenAPI additions for the scoring routes, which read their own body and check their own token.
 
 FastAPI documents only the bodies it parses and the security schemes of its `Security` classes.
-/v1/score decodes its body itself (wire.py) and both scoring routes check the bearer token in one
-plain dependency (auth.py), each for speed; these helpers put the request models and the bearer
-scheme back into /openapi.json and /docs.
+Both scoring routes read their own bodies (for speed on /v1/score, and so the bearer token is checked
+before a body is read, auth.py); these helpers put the request models and the bearer scheme back
+into /openapi.json and /docs.
 """
 
 from typing import Any

@@ -1,8 +1,7 @@
 """The scoring service behind the routes: the built scorers, the server's identity, and readiness.
 
-The scoring routes reach it through `auth.authorize` (called directly on /v1/score, as the
-`AuthorizedService` dependency on /get_reward), the probes through `ServiceDep`; the app's lifespan
-starts and closes it.
+The scoring routes reach it through `auth.authorize`, which each calls before reading its body, the
+probes through `ServiceDep`; the app's lifespan starts and closes it.
 """
 
 import asyncio

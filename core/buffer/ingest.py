@@ -2,183 +2,203 @@
 
 Each line: {"prompt": str, "completions": [str, ...], "rewards": [number, ...]?, "reference": str?,
 "prompt_id": str?, "policy_version": int? (default 0), "source": str? (default "offline"),
-"prompt_token_ids": [int]?, "completion_token_ids": [[int], ...]?}. Lines without token ids are
-tokenised (`--tokenizer`); lines without rewards are scored by the reward server (`POST /v1/score`,
-batched across lines), and an item it fails to score fails the ingest (never a silent 0).
-Behaviour log-probs are unknown for offline data (None). The whole file is parsed, tokenised and
-scored before anything is written, then written in one transaction: a malformed line (reported with
-its number and field) leaves the buffer untouched.
+"prompt_token_ids": [int]?, "completion_token_ids": [[int], ...]?, "truncated": bool?} (the format:
+core/offline_file.py). Lines without token ids are tokenised with the policy's tokenizer exactly as
+the actors tokenise (core/tokenization.py: the prompt with its BOS, the completion ending with EOS
+unless `truncated`), so an offline row's log-prob is that of a whole sample, not of a prefix. Lines
+without rewards are scored by the reward server (`POST /v1/score`, batched across lines), and an item
+it fails to score fails the ingest (never a silent 0). Behaviour log-probs are unknown for offline
+data (None). The whole file is parsed, tokenised and scored before anything is written, then written
+in one transaction: a malformed line (reported with its number and field) leaves the buffer untouched.
+Poison lines, which the learner could not train on (token ids past the model's vocabulary, more tokens
+than its positions: core/buffer/screening.py), are left out, reported with their file and line, and
+written to a dead-letter file (default: `FILE.dead_letter.jsonl` beside the input) for inspection.
 """
 
 import json
-import math
+import logging
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.schemas import Sample, ScoredGroup
+from core.buffer.screening import ModelLimits, model_limits, poison_reason
 
-Tokenize = Callable[[str], list[int]]
+# The line format lives in a torch-free module (preflight reads it before torch); re-exported here.
+from core.offline_file import IngestError, OfflineLine, is_number, parse_offline_file
+from core.schemas import Sample, ScoredGroup
+from core.tokenization import TextTokenizer, completion_token_ids, load_tokenizer, prompt_token_ids
+
+log = logging.getLogger(__name__)
 # items [{"prompt", "completion", "reference"}] -> results [{"reward", "status", "scores", "error"}]
 Score = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 SCORE_BATCH = 256  # completions per reward-server request
 
-
-class IngestError(ValueError):
-    """A line that cannot become an off-policy group; the message names the file, line and field."""
+__all__ = [
+    "IngestError",
+    "OfflineBatch",
+    "OfflineLine",
+    "OfflineTokenizer",
+    "Rejected",
+    "build_offline_groups",
+    "default_dead_letter",
+    "hf_tokenizer",
+    "http_scorer",
+    "parse_offline_file",
+    "prepare_offline_groups",
+    "write_dead_letters",
+]
 
 
 @dataclass(frozen=True)
-class OfflineLine:
-    where: str  # "FILE:LINE", for messages
-    prompt_id: str
-    prompt: str
-    completions: list[str]
-    rewards: list[float] | None
-    reference: str | None
-    policy_version: int
-    source: str
-    prompt_token_ids: list[int] | None
-    completion_token_ids: list[list[int]] | None
+class OfflineTokenizer:
+    """The policy's tokenizer for offline lines, and the model's limits when its directory has them."""
+
+    tokenizer: TextTokenizer
+    limits: ModelLimits | None = None
+
+    def prompt(self, text: str) -> list[int]:
+        return prompt_token_ids(self.tokenizer, text)
+
+    def completion(self, text: str, truncated: bool) -> list[int]:
+        return completion_token_ids(self.tokenizer, text, truncated)
 
 
-_FIELDS = {
-    "prompt", "completions", "rewards", "reference", "prompt_id", "policy_version", "source",
-    "prompt_token_ids", "completion_token_ids",
-}  # fmt: skip
+@dataclass(frozen=True)
+class Rejected:
+    """A poison line: left out of the buffer, kept in the dead-letter file with its reason."""
+
+    where: str  # "FILE:LINE"
+    group: ScoredGroup
+    reason: str
 
 
-def parse_offline_file(path: Path) -> list[OfflineLine]:
-    """Every line validated, or an IngestError naming the first bad line and field."""
-    if not path.is_file():
-        raise IngestError(f"{path}: file not found")
-    lines = []
-    with path.open() as handle:
-        for number, text in enumerate(handle, start=1):
-            if text.strip():
-                lines.append(_parse_line(f"{path}:{number}", f"{path.stem}-{number}", text))
-    if not lines:
-        raise IngestError(f"{path}: no groups")
-    return lines
-
-
-def _parse_line(where: str, default_id: str, text: str) -> OfflineLine:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise IngestError(f"{where}: not valid JSON ({error.msg})") from None
-    if not isinstance(data, dict):
-        raise IngestError(f"{where}: expected a JSON object")
-    unknown = sorted(set(data) - _FIELDS)
-    if unknown:
-        raise IngestError(f"{where}: unknown field(s) {unknown}")
-
-    def fail(field: str, expected: str) -> IngestError:
-        return IngestError(f"{where}: field '{field}' must be {expected}")
-
-    prompt, completions = data.get("prompt"), data.get("completions")
-    if not isinstance(prompt, str) or not prompt:
-        raise fail("prompt", "a non-empty string")
-    if (
-        not isinstance(completions, list)
-        or len(completions) < 2
-        or not all(isinstance(c, str) for c in completions)
-    ):
-        raise fail("completions", "a list of at least 2 strings")
-    rewards = data.get("rewards")
-    if rewards is not None:
-        if not isinstance(rewards, list) or len(rewards) != len(completions):
-            raise fail("rewards", "a list with one number per completion")
-        if not all(_is_number(r) and math.isfinite(r) for r in rewards):
-            raise fail("rewards", "a list of finite numbers")
-    version = data.get("policy_version", 0)
-    if not _is_int(version) or version < 0:
-        raise fail("policy_version", "a non-negative integer")
-    for field in ("reference", "prompt_id", "source"):
-        if data.get(field) is not None and (not isinstance(data[field], str) or not data[field]):
-            raise fail(field, "a non-empty string")
-    prompt_ids, completion_ids = data.get("prompt_token_ids"), data.get("completion_token_ids")
-    if (prompt_ids is None) != (completion_ids is None):
-        raise IngestError(f"{where}: give both 'prompt_token_ids' and 'completion_token_ids', or neither")
-    if prompt_ids is not None and not _is_token_ids(prompt_ids):
-        raise fail("prompt_token_ids", "a list of non-negative integers")
-    if completion_ids is not None and (
-        not isinstance(completion_ids, list)
-        or len(completion_ids) != len(completions)
-        or not all(_is_token_ids(ids) and ids for ids in completion_ids)
-    ):
-        raise fail("completion_token_ids", "one non-empty list of non-negative integers per completion")
-    return OfflineLine(
-        where=where,
-        prompt_id=data.get("prompt_id") or default_id,
-        prompt=prompt,
-        completions=completions,
-        rewards=[float(r) for r in rewards] if rewards is not None else None,
-        reference=data.get("reference"),
-        policy_version=version,
-        source=data.get("source") or "offline",
-        prompt_token_ids=prompt_ids,
-        completion_token_ids=completion_ids,
-    )
-
-
-def _is_text(value: object) -> bool:
-    return isinstance(value, str)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_token_ids(values: object) -> bool:
-    return isinstance(values, list) and all(_is_int(v) and 0 <= v < 2**31 for v in values)
+@dataclass
+class OfflineBatch:
+    groups: list[ScoredGroup]
+    rejected: list[Rejected] = field(default_factory=list)
 
 
 def build_offline_groups(
-    lines: list[OfflineLine], tokenize: Tokenize | None, score: Score | None
+    lines: list[OfflineLine],
+    tokenizer: OfflineTokenizer | None,
+    score: Score | None,
+    limits: ModelLimits | None = None,
+    dead_letter: Path | None = None,
 ) -> list[ScoredGroup]:
-    """Tokenise and score every line (all or nothing); what is missing fails before any request."""
+    """The groups of `prepare_offline_groups`; poison lines are logged with their file and line and
+    written to `dead_letter` (default: beside the input file)."""
+    batch = prepare_offline_groups(lines, tokenizer, score, limits)
+    if batch.rejected:
+        write_dead_letters(batch.rejected, dead_letter or default_dead_letter(batch.rejected[0].where))
+    return batch.groups
+
+
+def prepare_offline_groups(
+    lines: list[OfflineLine],
+    tokenizer: OfflineTokenizer | None,
+    score: Score | None,
+    limits: ModelLimits | None = None,
+) -> OfflineBatch:
+    """Tokenise and score every line (all or nothing: what is missing fails before any request), then
+    set the poison ones aside. `limits` default to the tokenizer's (its model directory's config)."""
+    limits = limits or (tokenizer.limits if tokenizer is not None else None)
     for line in lines:
         if line.rewards is None and score is None:
             raise IngestError(f"{line.where}: field 'rewards' missing and no --reward-url to score it")
-    token_ids = [_token_ids(line, tokenize) for line in lines]
+    token_ids = [_token_ids(line, tokenizer) for line in lines]
     scored = _score_unrewarded(lines, score) if score is not None else {}
-    groups = []
+    batch = OfflineBatch(groups=[])
     for line, (prompt_ids, completion_ids) in zip(lines, token_ids, strict=True):
         rewards, details = scored.get(line.where) or (line.rewards or [], [{} for _ in line.completions])
-        now = time.time()
-        samples = [
-            Sample(line.prompt_id, prompt_ids, ids, text, None, "offline", line.policy_version, "ingest", now)
-            for text, ids in zip(line.completions, completion_ids, strict=True)
-        ]
-        groups.append(
-            ScoredGroup(
-                group_id=f"{line.source}:{line.prompt_id}",
-                prompt=line.prompt,
-                prompt_token_ids=prompt_ids,
-                samples=samples,
-                rewards=list(rewards),
-                reward_status=["ok"] * len(samples),
-                reward_details=details,
-                source=line.source,
-                reference=line.reference,
-            )
-        )
-    return groups
+        try:
+            group = _group(line, prompt_ids, completion_ids, rewards, details)
+        except (ValueError, OverflowError) as error:  # a record the wire format refuses, named by line
+            raise IngestError(f"{line.where}: {error}") from None
+        reason = poison_reason(group, limits) if limits is not None else None
+        if reason is None:
+            batch.groups.append(group)
+        else:
+            log.warning("%s: left out, %s", line.where, reason)
+            batch.rejected.append(Rejected(line.where, group, reason))
+    return batch
 
 
-def _token_ids(line: OfflineLine, tokenize: Tokenize | None) -> tuple[list[int], list[list[int]]]:
+def _group(
+    line: OfflineLine,
+    prompt_ids: list[int],
+    completion_ids: list[list[int]],
+    rewards: list[float],
+    details: list[dict[str, float]],
+) -> ScoredGroup:
+    now = time.time()
+    samples = [
+        Sample(line.prompt_id, prompt_ids, ids, text, None, "offline", line.policy_version, "ingest", now)
+        for text, ids in zip(line.completions, completion_ids, strict=True)
+    ]
+    return ScoredGroup(
+        group_id=f"{line.source}:{line.prompt_id}",
+        prompt=line.prompt,
+        prompt_token_ids=prompt_ids,
+        samples=samples,
+        rewards=list(rewards),
+        reward_status=["ok"] * len(samples),
+        reward_details=details,
+        source=line.source,
+        reference=line.reference,
+    )
+
+
+def _token_ids(line: OfflineLine, tokenizer: OfflineTokenizer | None) -> tuple[list[int], list[list[int]]]:
     if line.prompt_token_ids is not None and line.completion_token_ids is not None:
-        return line.prompt_token_ids, line.completion_token_ids
-    if tokenize is None:
+        return line.prompt_token_ids, line.completion_token_ids  # as given: the line's author decides EOS
+    if tokenizer is None:
         raise IngestError(f"{line.where}: no 'prompt_token_ids' in the line and no --tokenizer given")
-    return tokenize(line.prompt), [tokenize(completion) for completion in line.completions]
+    truncated = line.truncated or [False] * len(line.completions)
+    try:
+        return tokenizer.prompt(line.prompt), [
+            tokenizer.completion(text, cut) for text, cut in zip(line.completions, truncated, strict=True)
+        ]
+    except ValueError as error:
+        raise IngestError(f"{line.where}: {error}") from None
+
+
+def default_dead_letter(where: str) -> Path:
+    """`FILE.dead_letter.jsonl` beside the input file `where` ("FILE:LINE") names."""
+    return Path(f"{where.rsplit(':', 1)[0]}.dead_letter.jsonl")
+
+
+def write_dead_letters(rejected: list[Rejected], path: Path) -> Path:
+    """Append the poison lines to `path` (JSONL, one line each, synced): what each was and why."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        for item in rejected:
+            group = item.group
+            record = {
+                "source_line": item.where,
+                "group_id": group.group_id,
+                "prompt_id": group.samples[0].prompt_id,
+                "prompt": group.prompt,
+                "prompt_token_ids": list(group.prompt_token_ids),
+                "reference": group.reference,
+                "policy_version": group.policy_version,
+                "reason": item.reason,
+                "written_at": time.time(),
+                "samples": [
+                    {
+                        "completion": sample.completion_text,
+                        "completion_token_ids": list(sample.completion_token_ids),
+                        "reward": reward,
+                    }
+                    for sample, reward in zip(group.samples, group.rewards, strict=True)
+                ],
+            }
+            handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path
 
 
 def _score_unrewarded(
@@ -201,7 +221,7 @@ def _score_unrewarded(
         results += reply
     scored: dict[str, tuple[list[float], list[dict[str, float]]]] = {}
     for (line, index), result in zip(items, results, strict=True):
-        if result.get("status") != "ok" or not _is_number(result.get("reward")):
+        if result.get("status") != "ok" or not is_number(result.get("reward")):
             raise IngestError(
                 f"{line.where}: the reward server failed completion {index}: "
                 f"{result.get('status')} {result.get('error')}"
@@ -212,12 +232,12 @@ def _score_unrewarded(
     return scored
 
 
-def hf_tokenizer(directory: Path) -> Tokenize:
-    """Tokenize with the Hugging Face tokenizer in `directory` (no special tokens added)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    return lambda text: list(tokenizer.encode(text, add_special_tokens=False))
+def hf_tokenizer(directory: Path) -> OfflineTokenizer:
+    """The Hugging Face tokenizer in `directory`, tokenising as the actors do; with the model's limits
+    when `directory` is a model directory (has config.json), so its poison lines are screened."""
+    directory = Path(directory)
+    limits = model_limits(directory) if (directory / "config.json").is_file() else None
+    return OfflineTokenizer(load_tokenizer(directory), limits)
 
 
 def http_scorer(base_url: str, token: str | None = None) -> Score:

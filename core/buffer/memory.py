@@ -10,8 +10,8 @@ import threading
 from collections import Counter, deque
 from itertools import count
 
-from core.buffer.mixing import FreshCandidate, plan_batch
-from core.buffer.protocol import COUNTERS, BufferStats, PutResult, SampledBatch
+from core.buffer.mixing import FreshCandidate, draw_pools, offline_cap, plan_batch, pool_available
+from core.buffer.protocol import COUNTERS, BufferStats, NamespaceInUseError, PutResult, SampledBatch
 from core.config.buffer import BufferConfig
 from core.schemas import ScoredGroup
 
@@ -28,6 +28,7 @@ class MemoryBuffer:
         self._ids = count()
         self._rng = random.Random(seed)
         self._counters: Counter[str] = Counter({name: 0 for name in COUNTERS})
+        self._owner: str | None = None  # the run whose learner uses this buffer (`claim_namespace`)
 
     def put(self, groups: list[ScoredGroup]) -> PutResult:
         with self._lock:
@@ -47,9 +48,11 @@ class MemoryBuffer:
     def sample(self, batch_groups: int, learner_version: int, on_policy_only: bool = False) -> SampledBatch:
         with self._lock:
             candidates = [FreshCandidate(delivery_id, g.policy_version) for delivery_id, g in self._fresh]
+            cap = offline_cap(batch_groups, self.config.offline_fraction)
+            available = pool_available(len(self._replay), len(self._offline), cap)
             plan = plan_batch(
                 candidates,
-                replay_available=0 if on_policy_only else len(self._replay) + len(self._offline),
+                replay_available=0 if on_policy_only else available,
                 batch_groups=batch_groups,
                 learner_version=learner_version,
                 on_policy_fraction=self.config.on_policy_fraction,
@@ -62,7 +65,10 @@ class MemoryBuffer:
             stale_moved, stale_dropped = self._settle_stale([by_id[i] for i in plan.too_stale])
             fresh_groups = [by_id[delivery_id] for delivery_id in plan.take]
             self._pending.update(zip(plan.take, fresh_groups, strict=True))
-            replayed = self._rng.sample([*self._replay, *self._offline], plan.num_replay)
+            replay_picks, offline_picks = draw_pools(
+                self._rng, plan.num_replay, len(self._replay), len(self._offline), cap
+            )
+            replayed = [self._replay[i] for i in replay_picks] + [self._offline[i] for i in offline_picks]
             groups = fresh_groups + replayed
             self._counters.update(sampled=len(groups), delivered=len(fresh_groups), replayed=len(replayed))
             return SampledBatch(
@@ -103,6 +109,18 @@ class MemoryBuffer:
             self._fresh.extendleft(reversed(pending))
             self._counters["redelivered"] += len(pending)
             return len(pending)
+
+    def claim_namespace(self, resume: bool, owner: str = "") -> None:
+        """Same rule as the Redis buffer's: a fresh run refuses a buffer a learner has used."""
+        with self._lock:
+            used = self._owner is not None or self._pending or self._replay or self._counters["delivered"]
+            if used and not resume:
+                raise NamespaceInUseError(
+                    f"buffer namespace {self.config.namespace!r} (memory) is in use by "
+                    f"{self._owner or 'another learner'}, which a fresh run would train on: pass --resume "
+                    f"to continue that run, or choose another buffer.namespace"
+                )
+            self._owner = owner or "an unnamed run"
 
     def set_learner_version(self, version: int) -> None:
         with self._lock:

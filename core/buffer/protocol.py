@@ -8,8 +8,9 @@ Semantics shared by every implementation (one test-suite runs against each):
 - `sample` draws a mixed batch (rules in mixing.py): fresh groups within the staleness bound, the rest
   from the replay pool (consumed fresh groups) and offline data. Too-stale fresh groups met on the
   way are moved to replay or dropped, by `stale_policy`.
-- `ack` settles fresh deliveries after the learner step that used them; acked groups join the replay
-  pool, which evicts its oldest groups beyond `replay_capacity`. Acking twice is a no-op.
+- `ack` settles fresh deliveries once a learner checkpoint holds the step that used them (until then
+  they stay pending, never handed out again to the learner holding them); acked groups join the
+  replay pool, which evicts its oldest groups beyond `replay_capacity`. Acking twice is a no-op.
 - `recover` (a restarted learner calls it; the Redis buffer also does on its first `sample`) hands
   out again the groups delivered before a crash and never acked.
 """
@@ -17,7 +18,24 @@ Semantics shared by every implementation (one test-suite runs against each):
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from core.config.loader import ConfigError
 from core.schemas import ScoredGroup
+
+
+# Both refusals are ConfigErrors: the config asks what the server or the namespace cannot give, and the
+# `tandem` command prints a ConfigError as one line with exit code 2 instead of a traceback.
+class DurabilityError(ConfigError):
+    """The Redis server cannot keep the promise `buffer.durability` asks of it; the message names what
+    to set. Raised when the buffer opens, never half-way through a run."""
+
+
+class NamespaceInUseError(ConfigError):
+    """A fresh run (no `--resume`) met a buffer namespace holding a previous run's data, which it would
+    otherwise train on. The message names the namespace and how to empty it."""
+
+
+class UnconfirmedPutError(RuntimeError):
+    """Redis stored a put but did not confirm its AOF fsync in time (WAITAOF): it may not survive a crash."""
 
 
 @dataclass(frozen=True)
@@ -107,11 +125,20 @@ class ExperienceBuffer(Protocol):
         ...
 
     def ack(self, delivery_ids: list[str]) -> int:
-        """Settle deliveries after the step that used them; returns how many were still pending."""
+        """Settle deliveries once a checkpoint holds the step that used them; returns how many were still
+        pending."""
         ...
 
     def recover(self) -> int:
         """Queue the groups delivered and never acked (a learner crash) to be sampled first again."""
+        ...
+
+    def claim_namespace(self, resume: bool, owner: str = "") -> None:
+        """Mark the namespace as the run `owner`'s, before its learner starts. A fresh run (`resume`
+        False) raises NamespaceInUseError when a learner has used the namespace before (a run marker,
+        replayed or pending groups, a learner version): it would train on that run's groups. Offline
+        groups (`tandem ingest`) and fresh groups not yet delivered to any learner (actors started
+        first) are allowed. A resumed run takes the namespace over."""
         ...
 
     def set_learner_version(self, version: int) -> None: ...

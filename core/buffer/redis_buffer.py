@@ -2,32 +2,38 @@
 
 Layout under the key prefix `<namespace>`:
   :fresh     stream of groups (fields `pv` = policy version, `data` = msgpack payload), read through
-             the consumer group `learners`; an entry stays pending until acked, so a learner killed
-             between sample and ack gets it again when it recovers (its own pending entries, plus,
-             with `claim_idle_s`, other consumers' idle ones via XAUTOCLAIM). Acked entries stay
-             here while the replay pool refers to them.
+             the consumer group `learners`; an entry stays pending until acked (the learner acks
+             once a checkpoint holds the step that used it), so a learner killed before that gets it
+             again when it recovers (its own pending entries, plus, with `claim_idle_s`, other
+             consumers' idle ones via XAUTOCLAIM; a live learner keeps the entries it holds from
+             looking idle, see `_keep_held`). Acked entries stay here while the replay pool refers
+             to them.
   :versions  hash policy version -> fresh (unacked) groups of that version (the staleness histogram)
   :replay    list of :fresh entry ids, newest first, at most `replay_capacity` (FIFO eviction of the
              oldest, which deletes its entry)
   :offline   list of ingested off-policy groups (not evicted)
   :version   the learner's policy version;  :counters  hash of event counts
   :put:<id>  receipt of one put (kept an hour), read only to retry a put whose reply was lost
+  :run       the run marker: which run's learner uses this namespace (`claim_namespace`, JSON)
 Every write is atomic and safe to retry after a lost reply (a retry must not store or replay a group
 twice): acks and stale settlements are Lua scripts (redis_scripts.py) that act only on entries still
 pending; a put is one MULTI/EXEC that also sets a receipt `:put:<uuid>`, sent on a connection without
 automatic retry, and retried by `_write_new` only after that receipt says it was not applied.
 (Payloads stay out of Lua, where each 30 KB argument or reply costs a conversion.)
-`put` returns after Redis replied, i.e. after the AOF fsync when the server runs `appendfsync
-always`. Payloads are msgpack, never pickle. Connection errors are retried with exponential
+`put` returns after Redis replied. What that promises is `buffer.durability`, checked against the
+server when the buffer opens (`durability_plan`): with `always` the groups are on disk first, through
+WAITAOF after the put (Redis >= 7.2) or because the server fsyncs before replying (`appendfsync
+always`). Payloads are msgpack, never pickle. Connection errors are retried with exponential
 backoff; each failed attempt is logged and counted.
 """
 
+import json
 import logging
 import random
 import time
 import uuid
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -36,10 +42,19 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from core.buffer.mixing import FreshCandidate, plan_batch
-from core.buffer.protocol import COUNTERS, BufferStats, PutResult, SampledBatch
-from core.buffer.redis_scripts import SETTLE
+from core.buffer.mixing import FreshCandidate, draw_pools, offline_cap, plan_batch, pool_available
+from core.buffer.protocol import (
+    COUNTERS,
+    BufferStats,
+    DurabilityError,
+    NamespaceInUseError,
+    PutResult,
+    SampledBatch,
+    UnconfirmedPutError,
+)
+from core.buffer.redis_scripts import CLAIM, SETTLE, TOUCH
 from core.config.buffer import BufferConfig
+from core.redaction import redact_url
 from core.schemas import ScoredGroup
 
 log = logging.getLogger(__name__)
@@ -47,6 +62,49 @@ CONSUMER_GROUP = "learners"
 RECEIPT_TTL_S = 3600  # a put's receipt outlives any retry of it (8 retries back off for ~10 s in all)
 Entry = tuple[str, int, bytes]  # delivery id, policy version, payload
 Sizes = tuple[int, int, int, int]  # stream length, pending, replay size, learner version
+WAITAOF_TIMEOUT_MS = 10_000  # far above a disk's fsync; a put not on disk by then is reported
+WAITAOF_SINCE = (7, 2)
+# What makes a put durable: nothing checked, the server's fsync before its reply, or WAITAOF after it.
+DurabilityPlan = Literal["none", "server", "waitaof"]
+
+
+def durability_plan(
+    mode: str, version: tuple[int, ...], appendonly: bool, appendfsync: str | None, where: str
+) -> DurabilityPlan:
+    """How the buffer keeps `buffer.durability=mode` on a server of `version` with these AOF settings
+    (`appendfsync` None: the server would not say), or a DurabilityError naming what to set.
+
+    Redis's persistence docs: with `appendfsync always` the AOF is written and fsynced once per batch
+    of commands "before sending the replies", so a reply means the write is on disk. WAITAOF (7.2)
+    gives the same guarantee on any fsync policy, at one more round trip per put."""
+    if mode == "none":
+        return "none"
+    running = (
+        f"{where} runs Redis {'.'.join(map(str, version))} with appendonly={'yes' if appendonly else 'no'}, "
+        f"appendfsync={appendfsync or 'unknown (CONFIG GET refused)'}"
+    )
+    if not appendonly:
+        raise DurabilityError(
+            f"buffer.durability={mode} needs the append-only file, but {running}: start redis-server with "
+            f"--appendonly yes --appendfsync {mode} (or CONFIG SET appendonly yes), or set "
+            "buffer.durability: none to run without the guarantee"
+        )
+    if mode == "everysec":
+        if appendfsync in ("everysec", "always"):
+            return "server"
+        raise DurabilityError(
+            f"buffer.durability=everysec needs appendfsync everysec or always, but {running}: start "
+            "redis-server with --appendfsync everysec, or set buffer.durability: none"
+        )
+    if appendfsync == "always":
+        return "server"  # fsynced before the reply: WAITAOF would only add a round trip
+    if version >= WAITAOF_SINCE:
+        return "waitaof"
+    raise DurabilityError(
+        f"buffer.durability=always needs Redis >= 7.2 (WAITAOF) or appendfsync always, but {running}: "
+        "start redis-server with --appendonly yes --appendfsync always (or CONFIG SET appendfsync always), "
+        "or set buffer.durability: everysec to accept losing the last second of puts in a crash"
+    )
 
 
 class FailureCount:
@@ -83,7 +141,14 @@ class RedisBuffer:
     """`consumer` names this learner in the consumer group: a restart under the same name gets its
     unacked deliveries back. Actors that only `put` may use any name."""
 
-    def __init__(self, config: BufferConfig, consumer: str = "learner-0", seed: int = 0, retries: int = 8):
+    def __init__(
+        self,
+        config: BufferConfig,
+        consumer: str = "learner-0",
+        seed: int = 0,
+        retries: int = 8,
+        check_durability: bool = True,
+    ):
         self.config = config
         self.consumer = consumer
         self.retries = retries
@@ -102,16 +167,55 @@ class RedisBuffer:
         prefix = config.namespace
         self.keys = {
             name: f"{prefix}:{name}"
-            for name in ("fresh", "versions", "replay", "offline", "version", "counters")
+            for name in ("fresh", "versions", "replay", "offline", "version", "counters", "run")
         }
         self._settle_script = self.client.register_script(SETTLE)
+        self._claim_script = self.client.register_script(CLAIM)
         self._rng = random.Random(seed)
         self._queued: list[Entry] = []  # read from Redis (pending for us) but not yet handed out
         self._delivered: dict[str, int] = {}  # handed out, not yet acked: id -> policy version
+        self._touch_script = self.client.register_script(TOUCH)
+        self._touched_at = time.monotonic()  # when `_keep_held` last refreshed the held ids' idle time
         self._recovered = False
         # Sample-side counts ride along with the next pipeline instead of costing a round trip.
         self._unflushed: Counter[str] = Counter()
+        # Readers (`tandem buffer stats`, `clear`) store no groups and need not check durability.
+        self.durability: DurabilityPlan = self._check_durability() if check_durability else "none"
         self._ensure_group()
+
+    def _check_durability(self) -> DurabilityPlan:
+        """Refuse to start unless the server can keep `buffer.durability` (see `durability_plan`)."""
+        if self.config.durability == "none":
+            return "none"
+        info = self.client.info("server")
+        version = tuple(int(part) for part in str(info["redis_version"]).split(".")[:2])
+        try:
+            settings = self.client.config_get("append*")
+            appendonly = settings.get("appendonly") == "yes"
+            appendfsync: str | None = settings.get("appendfsync")
+        except ResponseError:  # CONFIG renamed or forbidden (managed Redis): INFO still says if AOF is on
+            appendonly = bool(self.client.info("persistence").get("aof_enabled"))
+            appendfsync = None
+        where = f"the Redis server at {redact_url(self.config.redis_url)}"
+        plan = durability_plan(self.config.durability, version, appendonly, appendfsync, where)
+        log.info("buffer.durability=%s: %s", self.config.durability,
+                 "WAITAOF after each put" if plan == "waitaof" else f"appendfsync {appendfsync}")  # fmt: skip
+        return plan
+
+    def _confirm_aof(self, receipt: str) -> None:
+        """With WAITAOF: block until the AOF holding this put is fsynced. WAITAOF waits for the writes of
+        its own connection, so a write goes first on the same connection (a pipeline is one): the AOF
+        is one sequential file, so that write's offset on disk means every earlier write is too, the
+        put's transaction included, whichever connection carried it."""
+        pipe = self.writer.pipeline(transaction=False)
+        pipe.set(receipt, 1, ex=RECEIPT_TTL_S)
+        pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
+        _, (local, _replicas) = pipe.execute()
+        if int(local) < 1:
+            raise UnconfirmedPutError(
+                f"Redis did not confirm the AOF fsync of a put within {WAITAOF_TIMEOUT_MS} ms (disk full or "
+                "stalled?): the groups are stored but may not survive a crash"
+            )
 
     def _ensure_group(self) -> None:
         try:
@@ -135,17 +239,22 @@ class RedisBuffer:
         records = [(group.policy_version, group.to_bytes()) for group in groups]
         receipt = f"{self.config.namespace}:put:{uuid.uuid4().hex}"
         failures = 0
+        applied: Sizes | None = None
         while True:
             try:
-                return self._transaction(records, receipt)
+                if applied is None:
+                    applied = self._transaction(records, receipt)
+                if self.durability == "waitaof":
+                    self._confirm_aof(receipt)
+                return applied
             except (RedisConnectionError, RedisTimeoutError) as error:
                 failures += 1
                 if failures > self.retries:
                     raise
                 self.retry.report(error)
                 time.sleep(self.retry.backoff.compute(failures))
-                if self.client.exists(receipt):
-                    return self._sizes()  # applied; only the reply was lost
+                if applied is None and self.client.exists(receipt):
+                    applied = self._sizes()  # applied; only the reply was lost (its fsync is confirmed next)
 
     def _transaction(self, records: list[tuple[int, bytes]], receipt: str) -> Sizes:
         pipe = self.writer.pipeline(transaction=True)
@@ -179,7 +288,49 @@ class RedisBuffer:
         pipe.rpush(self.keys["offline"], *[group.to_bytes() for group in groups])
         pipe.hincrby(self.keys["counters"], "put_offline", len(groups))
         pipe.execute()
+        if self.durability == "waitaof":
+            self._confirm_aof(f"{self.config.namespace}:put:{uuid.uuid4().hex}")
         return len(groups)
+
+    def claim_namespace(self, resume: bool, owner: str = "") -> None:
+        """See the protocol. One script, so two fresh runs started together cannot both pass the check."""
+        marker = json.dumps({"owner": owner, "claimed_at": time.time(), "resume": resume})
+        keys = [self.keys[name] for name in ("run", "fresh", "replay", "version")]
+        previous, stream, pending, replay, version = self._claim_script(
+            keys=keys, args=[CONSUMER_GROUP, int(resume), marker]
+        )
+        if previous is None and not (pending or replay or version is not None):
+            if stream:
+                log.warning("namespace %s: %d fresh group(s) put before this run's learner started will be "
+                            "trained on", self.config.namespace, stream)  # fmt: skip
+            return
+        if resume:
+            log.info("namespace %s: resumed run takes over from %s", self.config.namespace,
+                     _owner(previous))  # fmt: skip
+            return
+        found = [f"run marker of {_owner(previous)}"] if previous is not None else []
+        found += [f"{pending} pending group(s)"] if pending else []
+        found += [f"{replay} replay group(s)"] if replay else []
+        found += [f"learner version {version.decode()}"] if version is not None else []
+        namespace = self.config.namespace
+        raise NamespaceInUseError(
+            f"buffer namespace {namespace!r} on {redact_url(self.config.redis_url)} holds a previous "
+            f"run's data ({', '.join(found)}), which a fresh run would train on: pass --resume to continue "
+            f"that run, empty it with `tandem buffer clear {namespace}` (the offline pool is kept), or "
+            "choose another buffer.namespace"
+        )
+
+    def clear(self, keep_offline: bool = True) -> int:
+        """Remove this namespace's run data (fresh stream, consumer group, replay, version, counters,
+        receipts, run marker) and, unless `keep_offline`, the offline pool; returns the keys removed."""
+        self._unflushed.clear()  # or close() would write the counters back
+        keys = [key for name, key in self.keys.items() if not (keep_offline and name == "offline")]
+        removed = int(self.client.delete(*keys))
+        receipts = list(self.client.scan_iter(match=f"{self.config.namespace}:put:*", count=1000))
+        for start in range(0, len(receipts), 1000):
+            removed += int(self.client.delete(*receipts[start : start + 1000]))
+        self._ensure_group()  # this client may still put
+        return removed
 
     def recover(self) -> int:
         """Queue this consumer's pending entries (delivered before a crash, never acked) to be handed
@@ -187,7 +338,9 @@ class RedisBuffer:
         self._recovered = True
         if self.config.claim_idle_s > 0:
             self._claim_idle()
-        known = {delivery_id for delivery_id, _, _ in self._queued}
+        # Entries this client holds (handed out, awaiting the checkpoint that acks them) are pending for
+        # us too, but a live learner is training on them: handing them out again would train them twice.
+        known = {delivery_id for delivery_id, _, _ in self._queued} | set(self._delivered)
         found: list[Entry] = []
         last = "0"
         while True:  # page through our pending entries list (XREADGROUP from an id reads the PEL)
@@ -216,16 +369,48 @@ class RedisBuffer:
             if start == "0-0":
                 return
 
+    def pending_ids(self) -> set[str]:
+        """The delivery ids of every consumer's pending (delivered, unacked) groups: for audits, e.g.
+        `python -m learner.ledger RUN` holding a run's ledger against the buffer."""
+        pending: set[str] = set()
+        start = "-"
+        while True:
+            page = self.client.xpending_range(
+                self.keys["fresh"], CONSUMER_GROUP, min=start, max="+", count=1000
+            )
+            pending.update(entry["message_id"].decode() for entry in page)
+            if len(page) < 1000:
+                return pending
+            start = "(" + page[-1]["message_id"].decode()
+
+    def _keep_held(self) -> None:
+        """With `claim_idle_s`, reset the idle time of the deliveries this learner holds, at most every
+        quarter of `claim_idle_s`: a learner acks only at checkpoints, so its groups stay pending for many
+        steps, and another consumer's `recover` would otherwise claim them as a dead learner's."""
+        if self.config.claim_idle_s <= 0 or not (self._delivered or self._queued):
+            return
+        if time.monotonic() - self._touched_at < self.config.claim_idle_s / 4:
+            return
+        held = [*self._delivered, *(delivery_id for delivery_id, _, _ in self._queued)]
+        for start in range(0, len(held), 1000):
+            self._touch_script(
+                keys=[self.keys["fresh"]], args=[CONSUMER_GROUP, self.consumer, *held[start : start + 1000]]
+            )
+        self._touched_at = time.monotonic()
+
     def sample(self, batch_groups: int, learner_version: int, on_policy_only: bool = False) -> SampledBatch:
         if not self._recovered:
             self.recover()
+        self._keep_held()
         sizes = (0, 0) if on_policy_only else self._pool_sizes()
+        cap = offline_cap(batch_groups, self.config.offline_fraction)
+        available = pool_available(*sizes, cap)
         want = batch_groups if on_policy_only else round(self.config.on_policy_fraction * batch_groups)
-        want = max(want, batch_groups - sum(sizes))  # fresh fills in when replay is short
+        want = max(want, batch_groups - available)  # fresh fills in when replay is short
         usable, stale = self._read_fresh(want, learner_version)
         plan = plan_batch(
             [FreshCandidate(delivery_id, version) for delivery_id, version, _ in usable],
-            sum(sizes), batch_groups, learner_version,
+            available, batch_groups, learner_version,
             self.config.on_policy_fraction, self.config.max_staleness, on_policy_only,
         )  # fmt: skip
         take = set(plan.take)
@@ -236,7 +421,7 @@ class RedisBuffer:
         )
         fresh_groups = [ScoredGroup.from_bytes(data) for entry_id, _, data in usable if entry_id in take]
         self._delivered.update((entry_id, version) for entry_id, version, _ in usable if entry_id in take)
-        replayed = self._sample_pools(plan.num_replay, *sizes)
+        replayed = self._sample_pools(plan.num_replay, *sizes, cap)
         groups = fresh_groups + replayed
         self._unflushed.update(sampled=len(groups), delivered=len(fresh_groups), replayed=len(replayed))
         return SampledBatch(
@@ -309,11 +494,13 @@ class RedisBuffer:
         replay, offline = pipe.execute()
         return int(replay), int(offline)
 
-    def _sample_pools(self, count: int, replay_size: int, offline_size: int) -> list[ScoredGroup]:
-        """`count` groups drawn uniformly without replacement from replay and offline together."""
+    def _sample_pools(self, count: int, replay_size: int, offline_size: int, cap: int) -> list[ScoredGroup]:
+        """`count` groups drawn uniformly without replacement from replay and offline together, at most
+        `cap` of them offline (mixing.draw_pools)."""
         if count == 0:
             return []
-        picks = self._rng.sample(range(replay_size + offline_size), min(count, replay_size + offline_size))
+        replay_picks, offline_picks = draw_pools(self._rng, count, replay_size, offline_size, cap)
+        picks = replay_picks + [replay_size + index for index in offline_picks]  # one index space
         pipe = self.client.pipeline(transaction=False)
         for index in picks:
             if index < replay_size:
@@ -341,6 +528,7 @@ class RedisBuffer:
         return int(value) if value is not None else 0
 
     def stats(self) -> BufferStats:
+        self._keep_held()  # a learner waiting for fresh groups polls stats, not sample
         pipe = self.client.pipeline(transaction=True)  # one consistent snapshot
         self._flush_counts(pipe)
         pipe.xlen(self.keys["fresh"])
@@ -371,11 +559,8 @@ class RedisBuffer:
 
     def delete_all(self) -> None:
         """Remove every key of this namespace (tests, benchmarks)."""
-        self._unflushed.clear()  # or close() would write the counters back
-        self.client.delete(*self.keys.values())
-        receipts = list(self.client.scan_iter(match=f"{self.config.namespace}:put:*", count=1000))
-        for start in range(0, len(receipts), 1000):
-            self.client.delete(*receipts[start : start + 1000])
+        self.clear(keep_offline=False)
+        self.client.delete(self.keys["fresh"])  # the group `clear` made again for this client
 
     def close(self) -> None:
         if any(self._unflushed.values()):
@@ -384,6 +569,14 @@ class RedisBuffer:
             pipe.execute()
         self.client.close()
         self.writer.close()
+
+
+def _owner(marker: bytes | None) -> str:
+    """Who a run marker names, for messages."""
+    try:
+        return json.loads(marker or b"{}").get("owner") or "an unnamed run"
+    except (ValueError, AttributeError):
+        return "an unreadable marker"
 
 
 def _entries(reply: Any) -> list[Entry]:

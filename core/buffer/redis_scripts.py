@@ -1,4 +1,5 @@
-"""Lua for the Redis buffer's ack: atomic, and safe to retry (no redis import here).
+"""Lua for the Redis buffer's ack, namespace claim and held-delivery keep-alive: atomic, and safe to
+retry (no redis import here).
 
 redis-py retries a command whose connection dropped; if Redis had already applied a plain
 XACK + LPUSH, the retry would put the group into the replay pool twice. SETTLE moves an entry only
@@ -58,4 +59,42 @@ end
 if settled > 0 then redis.call('HINCRBY', KEYS[3], ARGV[4], settled) end
 if evicted > 0 then redis.call('HINCRBY', KEYS[3], 'evicted', evicted) end
 return {settled, evicted}
+"""
+
+# KEYS: run marker, fresh stream, replay id list, learner version
+# ARGV: consumer group, resume (1/0), the new marker (JSON)
+# A fresh claim succeeds only where no learner has been (no marker, nothing pending or replayed, no
+# learner version); a resume always does. Undelivered fresh groups and the offline pool never count:
+# actors may start before the learner, and offline data is ingested before a fresh run on purpose.
+# Returns {previous marker or false, undelivered fresh groups, pending, replay size, version or false}.
+CLAIM = """
+local previous = redis.call('GET', KEYS[1])
+local pending = 0
+local ok, summary = pcall(redis.call, 'XPENDING', KEYS[2], ARGV[1])
+if ok then pending = tonumber(summary[1]) end
+local replay = redis.call('LLEN', KEYS[3])
+local undelivered = redis.call('XLEN', KEYS[2]) - pending - replay
+local version = redis.call('GET', KEYS[4])
+local used = previous or pending > 0 or replay > 0 or version
+if ARGV[2] == '1' or not used then redis.call('SET', KEYS[1], ARGV[3]) end
+return {previous, undelivered, pending, replay, version}
+"""
+
+# KEYS: fresh stream
+# ARGV: consumer group, consumer, then delivery ids held by that consumer (delivered, not yet acked)
+# Resets the idle time of those ids that are still pending for this consumer (XCLAIM ... JUSTID with
+# min-idle 0 resets it and leaves the delivery count alone), so another learner recovering with
+# `claim_idle_s` does not take over groups a live learner holds until its next checkpoint. An id some
+# other consumer has claimed meanwhile is left to it: taking it back would deliver it twice.
+# Returns how many ids were touched.
+TOUCH = """
+local touched = 0
+for i = 3, #ARGV do
+  local entry = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
+  if entry and entry[2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    touched = touched + 1
+  end
+end
+return touched
 """

@@ -10,7 +10,7 @@ process that started it (the driver) and so outlives a learner crash; the restar
 import ray
 
 from core.buffer.memory import MemoryBuffer
-from core.buffer.protocol import BufferStats, PutResult, SampledBatch
+from core.buffer.protocol import BufferStats, NamespaceInUseError, PutResult, SampledBatch
 from core.config.buffer import BufferConfig
 from core.gc_heap import freeze_startup_objects
 from core.schemas import ScoredGroup
@@ -55,6 +55,14 @@ class BufferActor:
 
     def recover(self) -> int:
         return self.buffer.recover()
+
+    def claim_namespace(self, resume: bool, owner: str) -> str | None:
+        """The refusal's message, or None: an exception would reach the caller wrapped by Ray."""
+        try:
+            self.buffer.claim_namespace(resume, owner)
+        except NamespaceInUseError as error:
+            return str(error)
+        return None
 
     def set_learner_version(self, version: int) -> None:
         self.buffer.set_learner_version(version)
@@ -112,6 +120,11 @@ class RemoteBuffer:
 
     def recover(self) -> int:
         return ray.get(self.handle.recover.remote())
+
+    def claim_namespace(self, resume: bool, owner: str = "") -> None:
+        refusal = ray.get(self.handle.claim_namespace.remote(resume, owner))
+        if refusal is not None:
+            raise NamespaceInUseError(refusal)
 
     def set_learner_version(self, version: int) -> None:
         ray.get(self.handle.set_learner_version.remote(version))

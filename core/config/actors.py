@@ -19,10 +19,12 @@ class ActorsConfig(Section):
     """Prompts an actor generates for at once before scoring and pushing their groups."""
 
     temperature: float = Field(1.0, ge=0)
-    """Sampling temperature. 1.0 keeps behaviour log-probs those of the policy itself."""
+    """Sampling temperature T. Behaviour log-probs are those of the distribution sampled from (logits / T);
+    RLOO's score function and importance ratio use the learner's policy at T too (docs/algorithms.md)."""
 
     top_p: float = Field(1.0, gt=0, le=1)
-    """Nucleus sampling mass; below 1 the behaviour policy is no longer the model's distribution."""
+    """Nucleus sampling mass; below 1 the behaviour policy is a truncated distribution that the learner
+    does not reproduce, so RLOO with importance sampling refuses it."""
 
     max_tokens: int = Field(16, ge=1)
     """Maximum completion length in tokens."""

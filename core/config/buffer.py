@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core.config.base import Section
 
@@ -15,6 +15,16 @@ class BufferConfig(Section):
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis connection URL (for `kind: redis`)."""
 
+    durability: Literal["none", "everysec", "always"] = "none"
+    """Redis: what a returned `put` promises, checked against the server when the buffer opens (it
+    refuses to start, naming the setting to change, when the server cannot keep the promise).
+    `always`: the groups are fsynced to the append-only file before `put` returns, so a group an actor
+    was told is stored survives `kill -9` of Redis or a power cut: on Redis >= 7.2 with `appendonly
+    yes`, each put waits for WAITAOF; on older servers it needs `appendonly yes` + `appendfsync always`
+    (Redis then fsyncs before it replies). `everysec`: `appendonly yes` with `appendfsync everysec`
+    or `always` (a crash may lose the last second of puts). `none`: nothing is checked. Only
+    `none` is allowed with `kind: memory`, which keeps nothing across the driver's death."""
+
     namespace: str = Field("tandem", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
     """Key prefix in Redis, and name of the Ray actor serving the memory buffer, so several runs can
     share one server or cluster."""
@@ -22,6 +32,14 @@ class BufferConfig(Section):
     on_policy_fraction: float = Field(0.75, ge=0, le=1)
     """Fraction of each batch's groups drawn from fresh groups within `max_staleness`; the rest from
     the replay pool and offline data."""
+
+    offline_fraction: float = Field(1.0, ge=0, le=1)
+    """At most floor(offline_fraction * batch_groups) of each batch's groups come from the offline pool;
+    the rest of the non-fresh share comes from the replay pool, and when that runs short, fresh groups
+    fill in before offline ones pass the cap. Within the cap, replay and offline groups are drawn
+    uniformly from both pools together, so at 1.0 (no cap) a large offline file takes nearly all of
+    the non-fresh share. 0 never samples offline data (RLOO with importance sampling needs that: offline
+    groups have no behaviour log-probs)."""
 
     max_staleness: int = Field(2, ge=0)
     """A fresh group counts as on-policy while `learner_version - policy_version <= max_staleness`."""
@@ -45,3 +63,13 @@ class BufferConfig(Section):
     offline_files: list[Path] = Field(default_factory=list)
     """Offline JSONL files (the `tandem ingest` format) that `tandem train` loads into the offline
     pool at start, when that pool is empty (so a resumed run does not load them twice)."""
+
+    @model_validator(mode="after")
+    def _durability_needs_redis(self) -> "BufferConfig":
+        # A promise the in-process buffer cannot keep is refused rather than silently ignored.
+        if self.kind == "memory" and self.durability != "none":
+            raise ValueError(
+                f"buffer.durability={self.durability} needs buffer.kind=redis (the memory buffer dies with "
+                "the driver); set buffer.kind: redis or buffer.durability: none"
+            )
+        return self

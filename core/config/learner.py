@@ -46,7 +46,15 @@ class LearnerConfig(Section):
     """Publish weights to the actors (policy version + 1) every this many steps."""
 
     checkpoint_every: int = Field(50, ge=1)
-    """Write a checkpoint (DeepSpeed state, step, version, prompt cursor, HF export) this often."""
+    """Write a checkpoint (DeepSpeed state, step, version, prompt cursor, HF export) this often. The
+    fresh groups trained since the previous checkpoint are acknowledged to the buffer only once this
+    one is on disk (until then they stay pending, and a crash hands them out again), so they join the
+    replay pool up to this many steps late."""
+
+    keep_checkpoints: int = Field(3, ge=1)
+    """Complete checkpoints to keep: after a new one is written (and fsynced), older ones beyond this
+    many are deleted. Keep at least 2 so a resume can fall back to the previous checkpoint when the
+    newest does not load. `best/` is a copy, so it survives the deletion of its checkpoint."""
 
     eval_every: int = Field(10, ge=1)
     """Score the held-out prompts every this many steps (and at the start)."""

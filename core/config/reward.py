@@ -12,8 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from core.config.base import Section
-
-REDACTED = "***"
+from core.redaction import redact_tree
 
 
 class ScorerBase(Section):
@@ -65,11 +64,14 @@ class UnitTestsScorerConfig(ScorerBase):
     """CPU-time limit per test run (RLIMIT_CPU)."""
 
     memory_mb: int = Field(256, gt=0)
-    """Address-space limit per test run (RLIMIT_AS)."""
+    """Memory limit per test run: address space and private data (RLIMIT_AS, RLIMIT_DATA); the
+    sandbox's /tmp can hold up to 64 MiB more, and nothing else in it is writable."""
 
     max_processes: int = Field(16, gt=0)
     """Processes and threads one run may have at once (RLIMIT_NPROC, counted for the run's own uid:
-    as root each run drops to a random unprivileged uid, since the kernel never limits uid 0)."""
+    as root each run drops to a random unprivileged uid, since the kernel never limits uid 0). The
+    harness itself needs 4 (its thread and the completion's, the test's and the worker's): below that
+    every item is reported as an error, never scored 0."""
 
     max_output_bytes: int = Field(65536, gt=0)
     """Output kept per test run; a run printing more is killed."""
@@ -209,6 +211,11 @@ class RewardConfig(Section):
     max_tests: int = Field(100, ge=0)
     """Most unit tests on one item (more: HTTP 422 naming the field)."""
 
+    max_json_depth: int = Field(32, ge=4)
+    """Deepest nesting of arrays and objects in a scoring request body, the body itself counting as one
+    (a /v1/score item's `metadata` sits at 4). Deeper is HTTP 422 naming the field: deep nesting
+    exhausts the parsers' recursion without adding anything a scorer needs."""
+
     scorer_timeout_s: float = Field(300.0, gt=0)
     """Deadline of one scorer on one request; the items it has not scored by then are reported as
     `timeout`."""
@@ -220,15 +227,10 @@ class RewardConfig(Section):
     """Retries of a failed scoring call by the actors' reward client, with exponential backoff."""
 
     def redacted(self) -> dict[str, object]:
-        """The section as JSON-ready data with secrets (the auth token, http scorer headers) masked: what
-        `tandem reward-server` prints at launch and what the server's config hash is computed from."""
-        tree = self.model_dump(mode="json")
-        if tree["auth_token"] is not None:
-            tree["auth_token"] = REDACTED
-        for scorer in tree["scorers"]:
-            if "headers" in scorer:
-                scorer["headers"] = dict.fromkeys(scorer["headers"], REDACTED)
-        return tree
+        """The section as JSON-ready data with secrets (the auth token, http scorer headers, URL
+        passwords) masked by the one `redact_tree`: what `tandem reward-server` prints at launch and
+        what the server's config hash is computed from."""
+        return redact_tree(self.model_dump(mode="json"))  # type: ignore[no-any-return]
 
     @model_validator(mode="after")
     def _unique_scorer_names(self) -> "RewardConfig":

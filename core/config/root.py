@@ -12,6 +12,8 @@ from core.config.reward import RewardConfig
 from core.config.run import RunConfig
 from core.config.weight_sync import WeightSyncConfig
 
+GREEDY_TEMPERATURE = 1e-5  # vLLM decodes greedily below this temperature (its _SAMPLING_EPS)
+
 
 class TandemConfig(Section):
     """Everything a Tandem run is configured by; every process reads its own section of it."""
@@ -69,6 +71,36 @@ class TandemConfig(Section):
                 f"algorithm.importance_sampling={self.algorithm.importance_sampling} applies to rloo only; "
                 f"{self.algorithm.name} needs no importance weights"
             )
+        if self.algorithm.name == "rloo" and self.algorithm.importance_sampling != "none":
+            problems += self._importance_sampling_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _importance_sampling_problems(self) -> list[str]:
+        """What rules out RLOO's importance weights pi_T(y) / mu(y): a behaviour distribution the learner
+        cannot reproduce, or groups without mu(y) at all."""
+        problems: list[str] = []
+        mode = self.algorithm.importance_sampling
+        if self.actors.top_p < 1.0:
+            # vLLM's processed log-probs are then normalised over the nucleus; the learner would need
+            # each position's nucleus to match them, and a ratio to the untruncated pi_T is biased.
+            problems.append(
+                f"algorithm.importance_sampling={mode} with actors.top_p={self.actors.top_p}: the actors "
+                "sample from a top-p truncated distribution whose probabilities the learner does not "
+                "reproduce, so the importance weights would be wrong; set actors.top_p: 1.0 (temperature "
+                "is matched), or use importance_sampling: none with on-policy data, or copg/agro"
+            )
+        if self.actors.temperature < GREEDY_TEMPERATURE:
+            problems.append(
+                f"algorithm.importance_sampling={mode} with actors.temperature={self.actors.temperature}: "
+                "greedy decoding has no sampling density to weight by; set a temperature > 0"
+            )
+        if self.buffer.offline_fraction > 0:
+            problems.append(
+                f"algorithm.importance_sampling={mode} with buffer.offline_fraction="
+                f"{self.buffer.offline_fraction}: offline groups carry no behaviour log-probs, so they "
+                "have no importance weight (a weight of 1 would treat them as on-policy); set "
+                "buffer.offline_fraction: 0, or use copg/agro to learn from offline data"
+            )
+        return problems

@@ -1,5 +1,5 @@
 """The tiny Qwen2 shape shared by every model the project builds (policy, reward model, NLI model):
-sizes from the recipe, special tokens from the byte-level tokenizer, fp32 weights."""
+sizes from the recipe, vocabulary and special tokens from the tokenizer, fp32 weights."""
 
 from typing import Any
 
@@ -26,7 +26,8 @@ def tiny_qwen2_config(
         num_attention_heads=num_heads,
         num_key_value_heads=num_kv_heads,
         max_position_embeddings=max_positions,
-        bos_token_id=tokenizer.eos_token_id,
+        # The char tokenizer has no BOS; end-of-text then stands in, as in GPT-2.
+        bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         torch_dtype="float32",

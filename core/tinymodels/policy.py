@@ -2,6 +2,8 @@
 
 The result is a normal Hugging Face model directory (config, safetensors weights, tokenizer,
 generation config) that transformers and vLLM load directly, plus `prompts/{train,eval}.jsonl`.
+The tokenizer is the byte-level `char` one or a `bpe` one trained on the task's training text
+(tokenizer.py); the model's vocabulary is the tokenizer's.
 Supervised targets are only partly right (see tasks.py), so held-out accuracy lands well below 100 %
 and reinforcement learning has something to fix.
 """
@@ -19,9 +21,11 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from core.tinymodels import TokenizerKind
 from core.tinymodels.architecture import tiny_qwen2_config
 from core.tinymodels.tasks import Problem, TaskName, flawed_target, split_problems, write_jsonl
-from core.tinymodels.tokenizer import build_tokenizer
+from core.tinymodels.tokenizer import build_bpe_tokenizer, build_tokenizer, save_tokenizer
+from core.tokenization import completion_token_ids, prompt_token_ids
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class PolicyRecipe:
 @dataclass(frozen=True)
 class PolicyReport:
     task: str
+    tokenizer: str
+    vocab_size: int
     parameters: int
     seconds: float
     final_loss: float
@@ -67,19 +73,22 @@ def build_policy(
     seed: int = 0,
     recipe: PolicyRecipe | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    tokenizer_kind: TokenizerKind = "char",
 ) -> PolicyReport:
     """Train and save the policy for `task` into `out_dir`; deterministic for `seed`."""
     recipe = recipe or TASK_RECIPES[task]
     started = time.monotonic()
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
     train, held_out = split_problems(task, seed, recipe.n_train, recipe.n_eval)
+    tokenizer = make_tokenizer(tokenizer_kind, train)
     model = Qwen2ForCausalLM(_model_config(recipe, tokenizer))
     final_loss = _supervised_warm_start(model, tokenizer, task, train, recipe, seed, progress)
     greedy = exact_match_accuracy(model, tokenizer, held_out, sample=False, seed=seed)
     sampled = exact_match_accuracy(model, tokenizer, held_out, sample=True, seed=seed)
     report = PolicyReport(
         task=task,
+        tokenizer=tokenizer_kind,
+        vocab_size=len(tokenizer),
         parameters=sum(p.numel() for p in model.parameters()),
         seconds=round(time.monotonic() - started, 1),
         final_loss=round(final_loss, 4),
@@ -89,6 +98,14 @@ def build_policy(
     )
     _save(model, tokenizer, out_dir, train, held_out, report)
     return report
+
+
+def make_tokenizer(kind: TokenizerKind, train: list[Problem]) -> PreTrainedTokenizerFast:
+    """The `char` tokenizer, or a `bpe` one trained on the training prompts and answers only: the
+    held-out prompts stay unseen by every part of the build, the tokenizer's merges included."""
+    if kind == "char":
+        return build_tokenizer()
+    return build_bpe_tokenizer(text for problem in train for text in (problem.prompt, problem.reference))
 
 
 def _model_config(recipe: PolicyRecipe, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
@@ -152,11 +169,16 @@ def _lr_factor(step: int, total: int, warmup: int = 50, constant_fraction: float
 def _encode_sft(
     tokenizer: PreTrainedTokenizerFast, prompts: list[str], targets: list[str]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded prompt+target+eos ids, and labels that are -100 on the prompt and the padding."""
+    """Right-padded prompt+target+eos ids, and labels that are -100 on the prompt and the padding.
+
+    Tokenised as the actors tokenise samples (core/tokenization.py): the prompt with the tokenizer's
+    special tokens (BOS for `bpe`, none for `char`), the target without them and ending with EOS, so the
+    warm start is trained on exactly the ids vLLM then conditions on and samples.
+    """
     rows, label_rows = [], []
     for prompt, target in zip(prompts, targets, strict=True):
-        prompt_ids = tokenizer.encode(prompt)
-        target_ids = [*tokenizer.encode(target), tokenizer.eos_token_id]
+        prompt_ids = prompt_token_ids(tokenizer, prompt)
+        target_ids = completion_token_ids(tokenizer, target)
         rows.append(prompt_ids + target_ids)
         label_rows.append([-100] * len(prompt_ids) + target_ids)
     width = max(len(row) for row in rows)
@@ -215,7 +237,7 @@ def _save(
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(scratch, safe_serialization=True)
-    tokenizer.save_pretrained(scratch)
+    save_tokenizer(tokenizer, scratch)
     write_jsonl(train, scratch / "prompts" / "train.jsonl")
     write_jsonl(held_out, scratch / "prompts" / "eval.jsonl")
     (scratch / "tandem_model.json").write_text(json.dumps(asdict(report), indent=2) + "\n")

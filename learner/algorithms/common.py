@@ -96,7 +96,7 @@ def check_inputs(
     group_ids = present["group_ids"]
     if group_ids.dtype.is_floating_point or group_ids.dtype.is_complex or group_ids.dtype == torch.bool:
         raise ValueError(f"{loss_name}: group_ids must be an integer tensor, got {group_ids.dtype}")
-    for name in ("rewards", "logprobs", "ref_logprobs", "behaviour_logprobs"):
+    for name in ("rewards", "logprobs", "ref_logprobs", "behaviour_logprobs", "sampling_logprobs"):
         tensor = present.get(name)
         if tensor is None:
             continue

@@ -5,7 +5,8 @@ goes in on it (then our side shuts down writing), the verdict comes back. The ru
 the channel carries exactly READY + user_token + nonce: READY (written before user code), the user
 token (written by the last statement of the completion) and the nonce (written by the last
 statement of the test). Both secrets are fresh per run; stdout and the exit status are never
-consulted for the verdict.
+consulted for the verdict. A channel holding exactly THREADS_FAILED means the harness could not
+start its threads, before any user code: the run is not judged (the scorer reports an error).
 
 The process is watched with plain event-loop callbacks (a pidfd for its exit, its stdout pipe, a
 timer) rather than asyncio's subprocess transport: on Python 3.11 a task cancelled while that
@@ -26,12 +27,15 @@ from pathlib import Path
 from typing import Literal
 
 from reward_server.sandbox.bwrap import Interpreter, Limits, bwrap_argv, harness_argv, run_uid
+from reward_server.sandbox.dialect import PreparedTest, prepare_test
+from reward_server.sandbox.seccomp import filter_program, program_fd
 
 # timeout: the wall clock ran out; output_limit: more than max_output_bytes printed; cpu_limit:
 # SIGXCPU from RLIMIT_CPU; signal: any other signal (a segfault, SIGKILL at the hard CPU limit).
 KillReason = Literal["timeout", "output_limit", "cpu_limit", "signal"]
 HARNESS_SOURCE = (Path(__file__).parent / "harness.py").read_text()
 READY = b"R"  # same constant as harness.READY (the harness is sent as text, never imported)
+THREADS_FAILED = b"E"  # harness.THREADS_FAILED: a thread could not start, before any user code
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,8 @@ class RunOutcome:
     """What one sandboxed test run produced.
 
     passed: the verdict channel carried exactly READY + user token + nonce.
+    threads_failed: the harness could not start its threads (RLIMIT_NPROC too low); no user
+        code ran, so `started` is False too.
     started: the harness reached user code (False: the sandbox itself failed, or was killed
         before user code ran, so the completion cannot be blamed).
     killed: why the parent killed the run or the kernel killed it by signal, if it did.
@@ -50,54 +56,90 @@ class RunOutcome:
     killed: KillReason | None
     returncode: int | None
     output: bytes
+    threads_failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class SandboxCommand:
-    """How to start a harness: bwrap options (empty for `sandbox: none`) and the interpreter."""
+    """How to start a harness: bwrap options (empty for `sandbox: none`), the interpreter, and
+    whether bwrap loads the seccomp filter (always with bwrap; built once, when the command is)."""
 
     prefix: tuple[str, ...]
     interpreter: Interpreter
     as_root: bool
+    seccomp: bool = False
 
     @classmethod
     def bwrap(cls, interpreter: Interpreter, as_root: bool) -> "SandboxCommand":
-        return cls(tuple(bwrap_argv(interpreter, as_root)), interpreter, as_root)
+        filter_program()  # fail now (SeccompUnavailableError), not on every run
+        return cls(tuple(bwrap_argv(interpreter, as_root)), interpreter, as_root, seccomp=True)
 
     @classmethod
     def unsandboxed(cls, interpreter: Interpreter) -> "SandboxCommand":
         return cls((), interpreter, as_root=False)
 
-    def argv(self, ctl_fd: int, uid: int) -> list[str]:
-        """The full command line; `uid` is the run's uid in root mode, -1 to keep the caller's."""
-        return [*self.prefix, *harness_argv(self.interpreter, HARNESS_SOURCE, ctl_fd, uid)]
+    def argv(self, ctl_fd: int, uid: int, seccomp_fd: int | None = None) -> list[str]:
+        """The full command line; `uid` is the run's uid in root mode, -1 to keep the caller's;
+        `seccomp_fd` (required when `seccomp`) is where bwrap reads the filter program."""
+        return [*self.options(seccomp_fd), *harness_argv(self.interpreter, HARNESS_SOURCE, ctl_fd, uid)]
+
+    def options(self, seccomp_fd: int | None) -> list[str]:
+        """bwrap and its options, `--seccomp FD` included: everything before the interpreter."""
+        if not self.seccomp:
+            return list(self.prefix)
+        if seccomp_fd is None:
+            raise ValueError("a sandbox command needs the fd of its seccomp program")
+        return [*self.prefix, "--seccomp", str(seccomp_fd)]
+
+    def run(self, args: list[str], timeout: float) -> subprocess.CompletedProcess:
+        """Run the interpreter with `args` in this sandbox, outside the harness (start-up probes)."""
+        seccomp_fd = program_fd() if self.seccomp else None
+        try:
+            argv = [*self.options(seccomp_fd), str(self.interpreter.executable), *args]
+            fds = () if seccomp_fd is None else (seccomp_fd,)
+            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, pass_fds=fds)
+        finally:
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
 
 
 async def run_test(
     command: SandboxCommand,
     code: str,
-    test: str,
+    test: PreparedTest | str,
     limits: Limits,
     on_kill: Callable[[KillReason], None] | None = None,
 ) -> RunOutcome:
     """Run `code` then `test` in a fresh sandbox and wait for it; `on_kill(reason)` on a kill.
 
-    Cancelling the call kills the sandbox: a request deadline must not leave a run behind.
+    `test` is a dialect.prepare_test result, or test source to prepare here (DialectError if
+    it is outside the test dialect). Cancelling the call kills the sandbox: a request deadline must
+    not leave a run behind.
     """
     user_token, nonce = secrets.token_hex(16).encode(), secrets.token_hex(16).encode()
-    payload = marshal.dumps((code, test, user_token, nonce, limits.rlimits()))
+    prepared = prepare_test(test) if isinstance(test, str) else test  # DialectError if outside it
+    payload = marshal.dumps(
+        (code, prepared.source, list(prepared.modules), user_token, nonce, limits.rlimits())
+    )
     uid = run_uid() if command.as_root else -1
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with parent:
-        with child:
-            proc = subprocess.Popen(
-                command.argv(child.fileno(), uid),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                pass_fds=(child.fileno(),),
-                start_new_session=True,  # one process group to kill: bwrap and all it started
-            )
+        # bwrap reads the filter from its own copy of this fd; ours is closed once it has started.
+        seccomp_fd = program_fd() if command.seccomp else None
+        try:
+            with child:
+                fds = (child.fileno(),) if seccomp_fd is None else (child.fileno(), seccomp_fd)
+                proc = subprocess.Popen(
+                    command.argv(child.fileno(), uid, seccomp_fd),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=fds,
+                    start_new_session=True,  # one process group to kill: bwrap and all it started
+                )
+        finally:
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
         watch: _Watch | None = None
         try:
             watch = _Watch(proc, parent, payload, limits)
@@ -118,7 +160,8 @@ async def run_test(
         on_kill(killed)
     passed = killed is None and channel == READY + user_token + nonce
     output = bytes(watch.output[: limits.max_output_bytes])
-    return RunOutcome(passed, channel.startswith(READY), killed, proc.returncode, output)
+    threads_failed = killed is None and channel == THREADS_FAILED
+    return RunOutcome(passed, channel.startswith(READY), killed, proc.returncode, output, threads_failed)
 
 
 class _Watch:

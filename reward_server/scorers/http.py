@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from core.config.reward import HttpScorerConfig
+from core.redaction import redact_url
 from reward_server.circuit import CircuitBreaker, CircuitOpenError
 from reward_server.scorers import http_formats as formats
 from reward_server.scorers.base import ScoreItem, ScorerResult
@@ -102,26 +103,27 @@ class HttpScorer:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def post_once(self, body: Any) -> Any:
-        url = self.config.url
+        # Messages (item errors, logs, dead letters) show the URL without a password it may carry.
+        url, shown = self.config.url, redact_url(self.config.url)
         async with self.slots:
             try:
                 response = await self.client.post(url, json=body)
             except httpx.TimeoutException as error:
-                raise EndpointError(f"{url} timed out ({type(error).__name__})", "timeout", True) from None
+                raise EndpointError(f"{shown} timed out ({type(error).__name__})", "timeout", True) from None
             except httpx.TransportError as error:
                 raise EndpointError(
-                    f"{url} unreachable: {type(error).__name__}: {error}", retryable=True
+                    f"{shown} unreachable: {type(error).__name__}: {error}", retryable=True
                 ) from None
         # 429 (rate limited) passes with time, like a 5xx; other 4xx would be refused again.
         if response.status_code >= 500 or response.status_code == 429:
-            raise EndpointError(f"{url} answered HTTP {response.status_code}", retryable=True)
+            raise EndpointError(f"{shown} answered HTTP {response.status_code}", retryable=True)
         if response.status_code >= 400:
-            raise EndpointError(f"{url} answered HTTP {response.status_code}: {response.text[:300]}")
+            raise EndpointError(f"{shown} answered HTTP {response.status_code}: {response.text[:300]}")
         try:
             return response.json()
         except ValueError:
             raise EndpointError(
-                f"{url} answered with a body that is not JSON: {response.text[:100]!r}"
+                f"{shown} answered with a body that is not JSON: {response.text[:100]!r}"
             ) from None
 
     async def close(self) -> None:

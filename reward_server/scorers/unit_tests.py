@@ -6,12 +6,18 @@ prompt prepended when `prepend_prompt` is set (prompt `def f(x):\\n    return ` 
 `x*3+1`). Every test runs in its own sandbox process with a fresh copy of the code, so one test's
 side effects cannot pass another.
 
+Each test is first checked against the test dialect and rewritten (sandbox/dialect.py), so that
+its verdict is judged by the harness's strict comparisons, never by a method of the completion's
+objects; docs/sandbox.md describes the dialect and the threat model.
+
 A test that fails, times out or is killed counts as not passed: that is the completion's verdict.
-The item is an error only when it cannot be judged: no tests, a test that is not valid Python,
-or a sandbox that failed (or was killed) before reaching user code.
+The item is an error only when it cannot be judged: no tests, a test that is not valid Python or
+is outside the dialect, or a sandbox that failed (or was killed) before reaching user code, or
+could not start its threads (a `max_processes` too low to run any test).
 """
 
 import asyncio
+import functools
 import logging
 import re
 import shutil
@@ -22,7 +28,10 @@ from collections.abc import Sequence
 from core.config.reward import UnitTestsScorerConfig
 from reward_server.metrics import record_sandbox_kill
 from reward_server.sandbox.bwrap import Interpreter, Limits, running_as_root
+from reward_server.sandbox.dialect import DialectError, PreparedTest, prepare_test
+from reward_server.sandbox.harness import DENIED_MODULES
 from reward_server.sandbox.runner import KillReason, RunOutcome, SandboxCommand, run_test
+from reward_server.sandbox.seccomp import SeccompUnavailableError
 from reward_server.scorers.base import ScoreItem, ScorerResult
 
 log = logging.getLogger(__name__)
@@ -55,6 +64,7 @@ class UnitTestsScorer:
         self.config = config
         self.kills: Counter[KillReason] = Counter()
         interpreter = Interpreter.at(config.python) if config.python else Interpreter.current()
+        _refuse_denied_builtins(interpreter)
         if config.sandbox == "none":
             log.warning(
                 "!!! scorer %r runs completions WITHOUT a sandbox (sandbox: none): untrusted code "
@@ -79,26 +89,36 @@ class UnitTestsScorer:
     async def close(self) -> None:
         """Nothing to release: every sandbox is waited for (or killed) before `score` returns."""
 
-    async def run_tests(self, code: str, tests: Sequence[str]) -> list[RunOutcome]:
-        """Run each test against `code`, each in its own sandbox, at most max_concurrency at once."""
+    async def run_tests(self, code: str, tests: Sequence[PreparedTest | str]) -> list[RunOutcome]:
+        """Run each test against `code`, each in its own sandbox, at most max_concurrency at once
+        (a test given as source is prepared first: DialectError if outside the dialect)."""
         return list(await asyncio.gather(*(self._run_one(code, test) for test in tests)))
 
     async def _score_item(self, item: ScoreItem) -> ScorerResult:
         if not item.tests:
             return ScorerResult.failed("unit_tests: the item has no tests")
+        prepared = []
         for index, test in enumerate(item.tests):
             try:
-                compile(test, f"<test {index}>", "exec")
+                prepared.append(_prepared(test))
             except (SyntaxError, ValueError) as error:  # ValueError: a null byte in the source
-                return ScorerResult.failed(f"unit_tests: test {index} is not valid Python: {error}")
+                dialect = isinstance(error, DialectError)
+                why = "is outside the test dialect" if dialect else "is not valid Python"
+                return ScorerResult.failed(f"unit_tests: test {index} {why}: {error}")
         code = extract_code(item.prompt, item.completion, self.config.prepend_prompt)
-        outcomes = await self.run_tests(code, item.tests)
+        outcomes = await self.run_tests(code, prepared)
         # Runs that never reached user code say nothing about the completion: the item is failed
         # rather than scored 0, so an overloaded host does not turn into a wrong reward.
         unjudged = [outcome for outcome in outcomes if not outcome.started]
         if unjudged:
             first = unjudged[0]
             tail = first.output[-500:].decode(errors="replace")
+            if first.threads_failed:
+                return ScorerResult.failed(
+                    "unit_tests: the sandbox could not start its threads (the completion's, the test's "
+                    f"and the worker's; max_processes is {self.config.max_processes}, each run needs 4 "
+                    "and more for threads of its own): no test ran"
+                )
             if first.killed == "timeout":
                 return ScorerResult.failed(
                     f"unit_tests: the sandbox did not reach user code within {self.config.timeout_s} s",
@@ -107,7 +127,7 @@ class UnitTestsScorer:
             return ScorerResult.failed(f"unit_tests: the sandbox failed to start: {tail}")
         return ScorerResult.ok(sum(outcome.passed for outcome in outcomes) / len(outcomes))
 
-    async def _run_one(self, code: str, test: str) -> RunOutcome:
+    async def _run_one(self, code: str, test: PreparedTest | str) -> RunOutcome:
         async with self._semaphore():
             return await run_test(self.command, code, test, self._limits, self._count_kill)
 
@@ -123,6 +143,33 @@ class UnitTestsScorer:
         record_sandbox_kill(self.name, reason)
 
 
+@functools.lru_cache(maxsize=4096)
+def _prepared(test: str) -> PreparedTest:
+    """A group's completions share their tests: each is checked and rewritten once."""
+    return prepare_test(test)
+
+
+def _refuse_denied_builtins(interpreter: Interpreter) -> None:
+    """Refuse an interpreter with a denied module compiled in: `_imp.create_builtin` loads a
+    built-in module without the import audit event, so neither hiding its file nor the guard's
+    import check would keep it from the completion (Debian's python3.11 builds _posixsubprocess in)."""
+    probe = "import sys; print(' '.join(sys.builtin_module_names))"
+    names = subprocess.run(
+        [str(interpreter.executable), "-I", "-S", "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.split()
+    denied = sorted(name for name in names if name in DENIED_MODULES or name.startswith("_test"))
+    if denied:
+        raise SandboxUnavailableError(
+            f"unit_tests cannot use {interpreter.executable}: it has {', '.join(denied)} compiled in "
+            "(sys.builtin_module_names), which the sandbox cannot hide from a completion; use an "
+            "interpreter built with them as extension modules (e.g. a pyenv or python.org build)"
+        )
+
+
 def _checked_bwrap(interpreter: Interpreter) -> SandboxCommand:
     """Refuse to start without a working bwrap: a scorer that cannot sandbox must not score."""
     if shutil.which("bwrap") is None:
@@ -131,9 +178,12 @@ def _checked_bwrap(interpreter: Interpreter) -> SandboxCommand:
             "bubblewrap), or set `sandbox: none` in the scorer config to run completions "
             "unsandboxed (trusted code only)"
         )
-    command = SandboxCommand.bwrap(interpreter, as_root=running_as_root())
-    probe = [*command.prefix, str(interpreter.executable), "-I", "-S", "-c", "pass"]
-    result = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    try:
+        command = SandboxCommand.bwrap(interpreter, as_root=running_as_root())
+    except SeccompUnavailableError as error:
+        raise SandboxUnavailableError(f"unit_tests cannot build its sandbox: {error}") from error
+    # The whole sandbox, seccomp filter included, must start the interpreter.
+    result = command.run(["-I", "-S", "-c", "pass"], timeout=30)
     if result.returncode != 0:
         raise SandboxUnavailableError(
             f"bwrap is installed but cannot start a sandbox with {interpreter.executable} (exit "

@@ -2,10 +2,9 @@
 
 import argparse
 
-import yaml
-
 from core.config import load_config
 from core.config.reference import render_reference, write_reference_into
+from services.orchestration.run_files import resolved_yaml
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def show_config(args: argparse.Namespace) -> int:
     config = load_config(args.file, args.overrides)
-    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+    print(resolved_yaml(config), end="")  # secrets masked, as in every other dump of the config
     return 0
 
 

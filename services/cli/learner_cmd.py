@@ -10,13 +10,12 @@ memory buffer or the `ray` weight transport.
 """
 
 import argparse
-import logging
 import signal
-import sys
 import threading
 from typing import Any
 
-from services.cli.common import add_config_arguments, config_from_args
+from services.cli.common import add_config_arguments, config_from_args, setup_logging
+from services.orchestration.preflight import preflight_learn
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,13 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_learner(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    # The model folders, the buffer's Redis and the run directory, checked before torch or DeepSpeed
+    # load: bad input is one line and exit code 2, not a traceback.
+    preflight_learn(config, resume=args.resume)
     run_dir = config.run.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=config.logging.level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(run_dir / "learner.log")],
-    )
+    setup_logging(config, run_dir / "learner.log")
     from services.orchestration.run_files import RunRecorder, resolved_yaml
 
     print("resolved config:\n" + resolved_yaml(config), flush=True)
@@ -59,6 +57,7 @@ def run_learner(args: argparse.Namespace) -> int:
         from learner.ranks import LearnerRanks, join_ray
 
         join_ray(args.ray_address)
+        claim_namespace(config, args.resume)
         learner = LearnerRanks(config, sink, resume=args.resume)
     else:
         from core.buffer import open_buffer
@@ -66,8 +65,21 @@ def run_learner(args: argparse.Namespace) -> int:
         from learner.run import Learner
 
         buffer = open_buffer(config.buffer, consumer="learner-0", seed=config.run.seed)
+        buffer.claim_namespace(args.resume, owner=f"run {config.run.name} ({run_dir})")
         learner = Learner(config, buffer, open_publisher(config.weight_sync, config.run), sink, args.resume)
     state = learner.run(should_stop=stop.is_set)
     recorder.close()
     print(f"learner stopped at step {state.step}, policy version {state.policy_version}", flush=True)
     return 0
+
+
+def claim_namespace(config: Any, resume: bool) -> None:
+    """Claim the buffer namespace for this run before rank 0's learner opens it (a fresh run refuses
+    a namespace a previous run's learner used: it would train on that run's groups)."""
+    from core.buffer import open_buffer
+
+    buffer = open_buffer(config.buffer, consumer="learner-0", seed=config.run.seed, shared=True)
+    try:
+        buffer.claim_namespace(resume, owner=f"run {config.run.name} ({config.run.run_dir})")
+    finally:
+        buffer.close()

@@ -4,6 +4,7 @@ import argparse
 import json
 from pathlib import Path
 
+from core.tinymodels import TOKENIZER_KINDS
 from core.tinymodels.tasks import TASKS
 
 MODEL_KINDS = ("policy", "reward", "nli")
@@ -15,6 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     make.add_argument("--kind", choices=MODEL_KINDS, default="policy", help="which model to build")
     make.add_argument("--out", required=True, type=Path, help="output directory (Hugging Face format)")
     make.add_argument("--seed", type=int, default=0)
+    make.add_argument(
+        "--tokenizer",
+        choices=TOKENIZER_KINDS,
+        default="char",
+        help="policy tokenizer: char (one token per byte, the demo's) or bpe (byte-level BPE trained on"
+        " the task, with BOS and a chat template)",
+    )
     make.set_defaults(handler=make_model)
 
     generate = subparsers.add_parser("generate", help="sample completions from a model with vLLM")
@@ -55,8 +63,12 @@ def _build(args: argparse.Namespace, report) -> dict:  # type: ignore[no-untyped
     if args.kind == "policy":
         from core.tinymodels.policy import build_policy
 
-        result = build_policy(args.task, args.out, seed=args.seed, progress=report)
+        result = build_policy(
+            args.task, args.out, seed=args.seed, progress=report, tokenizer_kind=args.tokenizer
+        )
         return asdict(result)
+    if args.tokenizer != "char":
+        raise SystemExit(f"tandem make-model --kind {args.kind}: only --kind policy takes --tokenizer bpe")
     if args.kind == "reward":
         if args.task != "arithmetic":
             raise SystemExit("tandem make-model --kind reward: only --task arithmetic has a reward model")

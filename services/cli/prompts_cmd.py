@@ -14,6 +14,7 @@ from typing import Any
 
 from core.prompts import PromptFileError, prompt_stream_key, read_prompt_file
 from core.prompts.record import PromptRecord, read_prompt_lines
+from core.redaction import redact_url
 from services.cli.common import add_config_arguments, config_from_args
 
 
@@ -57,7 +58,8 @@ def push_prompts(args: argparse.Namespace) -> int:
     stream = PromptStream(config.actors.prompt_redis_url, prompt_stream_key(config), retries=2)
     pushed = stream.push(records)
     stream.close()
-    print(f"{args.file}: {pushed} prompts pushed to {config.actors.prompt_redis_url} {stream.stream}")
+    shown = redact_url(config.actors.prompt_redis_url)  # no password on the screen
+    print(f"{args.file}: {pushed} prompts pushed to {shown} {stream.stream}")
     return 0
 
 
@@ -77,7 +79,7 @@ def show_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
-        print(render_stats(stats, config.actors.prompt_redis_url))
+        print(render_stats(stats, redact_url(config.actors.prompt_redis_url)))
     return 0
 
 

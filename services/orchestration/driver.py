@@ -52,6 +52,7 @@ def train(config: TandemConfig, resume: bool = False, progress: bool | None = No
     with ExitStack() as cleanup:
         config = with_reward_url(config, cleanup)
         buffer = open_buffer(config.buffer, consumer="learner-0", seed=config.run.seed, shared=True)
+        buffer.claim_namespace(resume, owner=f"run {config.run.name} ({run_dir})")  # fresh: refuses old data
         load_offline_files(config, buffer)
         recorder = RunRecorder(run_dir, config.logging.tensorboard)
         cleanup.callback(recorder.close)

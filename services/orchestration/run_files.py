@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from core.config import TandemConfig
+from core.redaction import redact_tree
 
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.jsonl"
@@ -20,11 +21,9 @@ EVENTS_FILE = "events.jsonl"
 
 
 def resolved_yaml(config: TandemConfig) -> str:
-    """The resolved config tree as YAML, with the reward server's token masked."""
-    tree = config.model_dump(mode="json")
-    if tree["reward"].get("auth_token"):
-        tree["reward"]["auth_token"] = "***"
-    return yaml.safe_dump(tree, sort_keys=False)
+    """The resolved config tree as YAML with every secret masked by the one `redact_tree` (tokens, http
+    scorer headers, URL passwords): `config.yaml`, `tandem config show` and what `train`/`learn` print."""
+    return yaml.safe_dump(redact_tree(config.model_dump(mode="json")), sort_keys=False)
 
 
 def write_resolved_config(config: TandemConfig, run_dir: Path) -> Path:

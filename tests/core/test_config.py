@@ -90,6 +90,23 @@ def test_cross_section_invariants_name_both_keys() -> None:
     assert load_config(None, ["algorithm.name=rloo", "buffer.on_policy_fraction=1.0"], environ={})
 
 
+def test_rloo_importance_sampling_refuses_what_it_cannot_weight() -> None:
+    """The weights pi_T/mu need a behaviour distribution the learner reproduces (temperature yes,
+    top-p truncation no, greedy has no density) and behaviour log-probs (offline groups have none)."""
+    rloo = ["algorithm.name=rloo", "algorithm.importance_sampling=truncated", "buffer.on_policy_fraction=0.5"]
+    with pytest.raises(ConfigError, match=r"actors\.top_p=0\.9.*truncated distribution") as error:
+        load_config(None, [*rloo, "buffer.offline_fraction=0", "actors.top_p=0.9"], environ={})
+    assert "buffer.offline_fraction" not in str(error.value)  # only what is wrong is named
+    with pytest.raises(ConfigError, match=r"actors\.temperature=0\.0: greedy"):
+        load_config(None, [*rloo, "buffer.offline_fraction=0", "actors.temperature=0"], environ={})
+    with pytest.raises(ConfigError, match=r"buffer\.offline_fraction=1\.0: offline groups carry no"):
+        load_config(None, rloo, environ={})
+    config = load_config(None, [*rloo, "buffer.offline_fraction=0", "actors.temperature=0.7"], environ={})
+    assert (config.actors.temperature, config.buffer.offline_fraction) == (0.7, 0.0)
+    # Without importance weights none of this applies (top-p is then the user's choice).
+    assert load_config(None, ["algorithm.name=copg", "actors.top_p=0.9"], environ={})
+
+
 def test_duplicate_scorer_names_are_rejected() -> None:
     tree = {
         "reward": {"scorers": [{"type": "exact_match", "name": "a"}, {"type": "exact_match", "name": "a"}]}

@@ -127,6 +127,6 @@ def test_two_ranks_take_the_same_step_as_one_then_run_checkpoint_and_resume(
         again.shutdown()
     stamp = {"step": 4, "policy_version": 2}
     assert resumed == [
-        {"event": "resumed", "checkpoint": str(checkpoint), "optimizer_steps": 4} | stamp,
+        {"event": "resumed", "checkpoint": str(checkpoint), "optimizer_steps": 4, "reacked": 0} | stamp,
         {"event": "republished", "version": 3, "lost_versions": 0} | stamp,
     ]

@@ -44,13 +44,17 @@ def test_run_publishes_reports_checkpoints_and_resumes(tiny_arith_model: Path, t
     for record in records:
         missing = [key for key in STEP_METRICS if key not in record]
         assert not missing, f"step {record['step']} lacks {missing}"
-        numbers = [record[key] for key in STEP_METRICS if key != "staleness_histogram"]
+        numbers = [record[key] for key in STEP_METRICS if key not in ("staleness_histogram", "kl")]
         assert all(math.isfinite(value) for value in numbers), record
+        # `kl` is over fresh (staleness 0) rows only: a number when there are some, else None.
+        assert (record["kl"] is not None) == (record["rows_fresh"] > 0), record
         assert record["lr"] == 1e-3 and record["on_policy_fraction"] == 1.0 and record["tokens_per_s"] > 0
         assert record["grad_norm"] > 0 and record["reward_std"] >= 0 and record["step_time_s"] > 0
     # Groups made by v0, sampled by a learner at v0, v1, v2: staleness 0, 1, 2 (all four groups).
     assert [r["staleness_histogram"] for r in records] == [{0: 4}, {1: 4}, {2: 4}]
-    assert abs(records[0]["kl"]) < 1e-6 and abs(records[2]["kl"]) > 1e-6  # the policy starts at the reference
+    assert abs(records[0]["kl"]) < 1e-6  # the policy starts at the reference
+    # Steps 2 and 3 train on the v0 groups again, now stale: no KL estimate, their h is the replayed one.
+    assert records[2]["kl"] is None and abs(records[2]["h_mean_replayed"]) > 1e-6
     assert published_versions(weights) == [0, 1, 2, 3]  # v0 = the initial weights
     stats = buffer.stats()
     assert (stats.backlog, stats.pending, stats.counters["acked"]) == (4, 0, 12)
@@ -77,7 +81,7 @@ def test_run_publishes_reports_checkpoints_and_resumes(tiny_arith_model: Path, t
     restored, republished = records[-2:]
     assert restored == {
         "event": "resumed", "checkpoint": str(checkpoint), "step": 3, "policy_version": 3,
-        "optimizer_steps": 3,
+        "optimizer_steps": 3, "reacked": 0,  # the step-3 checkpoint's groups were acked after it
     }  # fmt: skip
     for name, tensor in resumed.engine.module.state_dict().items():
         assert torch.equal(tensor, exported.state_dict()[name]), name

@@ -115,6 +115,30 @@ def test_micro_batches_give_the_full_batch_update(
     assert difference < 1e-5
 
 
+def test_micro_batches_give_the_full_batch_update_with_the_tempered_column(
+    tiny_arith_model: Path, groups: list[ScoredGroup], tmp_path: Path
+) -> None:
+    """RLOO at temperature 0.7 back-propagates through log pi and log pi_T (two columns per row): split
+    into micro-batches, the update is still the full batch's, and it differs from the T = 1 update."""
+    config = learner_config(tiny_arith_model, tmp_path, "algorithm.name=rloo", "algorithm.beta=0.1")
+    batch = build_train_batch(groups, pad_token_id=257)
+    alternating = torch.arange(len(batch.rewards)) % 2  # advantages != 0 whatever the model's accuracy
+    batch = replace(batch, rewards=alternating.float())
+    whole, split, untempered = (fresh_engine(tiny_arith_model, config) for _ in range(3))
+    reference = ReferenceModel(tiny_arith_model)
+    train_step(whole, reference, batch, config.algorithm, token_budget=100_000, lr=1e-3, temperature=0.7)
+    metrics = train_step(split, reference, batch, config.algorithm, token_budget=60, lr=1e-3, temperature=0.7)
+    train_step(untempered, reference, batch, config.algorithm, token_budget=100_000, lr=1e-3)
+    assert metrics["micro_batches"] >= 3
+
+    def largest_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
+        pairs = zip(a.parameters(), b.parameters(), strict=True)
+        return max((x - y).abs().max().item() for x, y in pairs)
+
+    assert largest_difference(whole.module, split.module) < 1e-5
+    assert largest_difference(whole.module, untempered.module) > 1e-5
+
+
 def test_bad_groups_are_skipped_with_a_reason_or_stop_the_run(groups: list[ScoredGroup]) -> None:
     good = groups[0]
     unscored = ScoredGroup("u", good.prompt, good.prompt_token_ids, good.samples, [None] * len(good.samples),

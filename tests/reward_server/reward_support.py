@@ -14,6 +14,8 @@ from core.config.reward import ExactMatchScorerConfig, PythonScorerConfig, Rewar
 ROOT = Path(__file__).resolve().parents[2]
 TANDEM = Path(sys.executable).with_name("tandem")
 NUMBER = r"^\s*(-?\d+)"  # the demo's exact_match pattern: the first integer of the completion
+LOOPBACK = "http://127.0.0.1"
+"""TestClient base URL: a server bound to loopback refuses TestClient's default Host, `testserver`."""
 
 
 def exact_match(name: str = "exact_match", weight: float = 1.0, **options: Any) -> ExactMatchScorerConfig:

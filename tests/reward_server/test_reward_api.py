@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from reward_support import exact_match, item, metric, python_scorer, reward_config
+from reward_support import LOOPBACK, exact_match, item, metric, python_scorer, reward_config
 
 from core.config.reward import UnitTestsScorerConfig
 from reward_server.app import create_app
@@ -18,7 +18,7 @@ CONFIG = reward_config(
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
-    with TestClient(create_app(CONFIG)) as test_client:
+    with TestClient(create_app(CONFIG), base_url=LOOPBACK) as test_client:
         yield test_client
 
 
@@ -96,13 +96,17 @@ def test_malformed_requests_are_a_422_naming_the_field(
     ]
 
 
-def test_a_body_that_is_not_json_is_a_422(client: TestClient) -> None:
-    response = client.post("/v1/score", content=b'{"items": [', headers={"content-type": "application/json"})
-    assert response.status_code == 422 and response.json()["detail"][0]["type"] == "json_invalid"
+@pytest.mark.parametrize("path", ["/v1/score", "/get_reward"])
+def test_a_body_that_is_not_json_is_a_422_that_does_not_echo_it(client: TestClient, path: str) -> None:
+    body = b'{"items": [' if path == "/v1/score" else b'{"query": ["' + b"q" * 10_000
+    response = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["type"] == "json_invalid" and error["loc"] == ["body"] and "input" not in error
 
 
 def test_item_metadata_reaches_the_scorers() -> None:
-    with TestClient(create_app(reward_config(python_scorer("metadata_weight")))) as client:
+    with TestClient(create_app(reward_config(python_scorer("metadata_weight"))), base_url=LOOPBACK) as client:
         body = {"items": [item("p", "c", metadata={"weight": 3})]}
         assert client.post("/v1/score", json=body).json()["results"][0]["reward"] == 3.0
 
@@ -134,7 +138,7 @@ def test_metrics_count_items_errors_and_latency_per_scorer(client: TestClient) -
 
 def test_the_config_hash_identifies_the_scoring_setup_but_not_the_token() -> None:
     def config_hash(*scorers: object, **fields: object) -> str:
-        with TestClient(create_app(reward_config(*scorers, **fields))) as client:
+        with TestClient(create_app(reward_config(*scorers, **fields)), base_url=LOOPBACK) as client:
             return client.get("/ready").json()["config_hash"]
 
     base = config_hash()
@@ -148,7 +152,7 @@ def test_a_scorer_that_cannot_start_stops_the_server_with_its_name() -> None:
         pytest.raises(
             RuntimeError, match=r"reward scorer 'custom' \(type python\) failed to start: .*missing"
         ),
-        TestClient(app),
+        TestClient(app, base_url=LOOPBACK),
     ):
         pass
 
@@ -157,7 +161,7 @@ def test_sandbox_kills_are_counted_per_scorer() -> None:
     # `sandbox: none` runs this (trusted) sleeper directly; the kill is the same event as under bwrap.
     config = reward_config(UnitTestsScorerConfig(name="tests", sandbox="none", timeout_s=0.5))
     before = metric("tandem_reward_sandbox_kills_total", scorer="tests", reason="timeout")
-    with TestClient(create_app(config)) as client:
+    with TestClient(create_app(config), base_url=LOOPBACK) as client:
         body = {"items": [item("", "import time\ntime.sleep(30)\n", tests=["pass"])]}
         result = client.post("/v1/score", json=body).json()["results"][0]
     assert (result["reward"], result["status"]) == (0.0, "ok")  # a killed test did not pass

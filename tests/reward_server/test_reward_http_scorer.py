@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.testclient import TestClient
-from reward_support import exact_match, python_scorer, reward_config
+from reward_support import LOOPBACK, exact_match, python_scorer, reward_config
 
 from core.config.reward import HttpScorerConfig
 from reward_server.app import create_app
@@ -217,7 +217,7 @@ def test_a_server_scoring_through_another_server(remote_reward_server: str) -> N
         HttpScorerConfig(name="remote", url=f"{remote_reward_server}/v1/score", weight=10.0),
         python_scorer("completion_length", name="length"),
     )
-    with TestClient(create_app(config)) as client:
+    with TestClient(create_app(config), base_url=LOOPBACK) as client:
         items = [{"prompt": "1+1=", "completion": "2", "reference": "2"}]
         result = client.post("/v1/score", json={"items": items}).json()["results"][0]
     assert result == {"reward": 11.0, "status": "ok", "scores": {"remote": 1.0, "length": 1.0}, "error": None}

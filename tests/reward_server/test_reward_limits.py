@@ -1,8 +1,11 @@
 """Request limits (413 for size and count, 422 naming over-long fields) and bearer-token auth."""
 
+import json
+from collections.abc import Iterator
+
 import pytest
 from fastapi.testclient import TestClient
-from reward_support import item, reward_config
+from reward_support import LOOPBACK, item, reward_config
 
 from reward_server.app import create_app
 from reward_server.auth import is_loopback, require_token_for_public_bind
@@ -12,7 +15,7 @@ LIMITS = {"max_items": 3, "max_body_bytes": 2048, "max_text_chars": 20, "max_tes
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    with TestClient(create_app(reward_config(**LIMITS))) as test_client:
+    with TestClient(create_app(reward_config(**LIMITS)), base_url=LOOPBACK) as test_client:
         yield test_client
 
 
@@ -41,6 +44,7 @@ def test_a_chunked_body_over_the_size_limit_is_a_413(client: TestClient) -> None
 
     response = client.post("/v1/score", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413
+    assert response.json()["detail"] == "request body exceeds reward.max_body_bytes=2048"
 
 
 def test_a_chunked_body_under_the_limit_is_scored(client: TestClient) -> None:
@@ -88,7 +92,7 @@ def test_over_long_openrlhf_fields_are_a_422(client: TestClient) -> None:
 
 @pytest.fixture(scope="module")
 def guarded() -> TestClient:
-    with TestClient(create_app(reward_config(auth_token="s3cret"))) as test_client:
+    with TestClient(create_app(reward_config(auth_token="s3cret")), base_url=LOOPBACK) as test_client:
         yield test_client
 
 
@@ -109,22 +113,62 @@ def test_scoring_routes_need_the_bearer_token_when_one_is_set(guarded: TestClien
     assert response.status_code == 200
 
 
+def large_body(path: str) -> bytes:
+    """A valid 7 MiB body for `path`, within the default limits (8 MiB, 1024 items, 100k chars a text)."""
+    texts = ["7" * 7000] * 1000
+    body = {"items": [item("1+1=", text, "2") for text in texts]} if path == "/v1/score" else {"query": texts}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("path", ["/v1/score", "/get_reward"])
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_request_without_the_token_is_refused_before_its_body_is_read(
+    guarded: TestClient, path: str, framing: str
+) -> None:
+    """Reading and parsing a body before the 401 would let anyone without the token make the server
+    do seconds of work per request (issue 17). The body stream records whether it was pulled."""
+    body = large_body(path)
+    pulled: list[int] = []
+
+    def stream() -> Iterator[bytes]:
+        pulled.append(len(body))
+        yield body
+
+    headers = {"content-type": "application/json"}
+    if framing == "content-length":
+        headers["content-length"] = str(len(body))  # else httpx sends a stream chunked
+    response = guarded.post(path, content=stream(), headers=headers)
+    assert response.status_code == 401, response.text
+    assert pulled == [], f"{path} read the {framing} body of a request without the token"
+    # With the token the same kind of request is read and answered (not too large, not refused).
+    response = guarded.post(
+        path, content=iter([body[:100], body[100:]]), headers=headers | {"Authorization": "Bearer s3cret"}
+    )
+    assert response.status_code == 200, response.text[:300]
+
+
 def test_an_empty_token_is_refused_by_the_config() -> None:
     """`--set reward.auth_token=$UNSET` gives "": it must not configure a token that "Bearer " matches."""
     with pytest.raises(ValueError, match="auth_token"):
         reward_config(host="0.0.0.0", auth_token="")
 
 
+@pytest.mark.parametrize("path", ["/v1/score", "/get_reward"])
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
-def test_a_score_body_not_declared_json_is_a_415(client: TestClient, content_type: str | None) -> None:
-    """A web page may POST text/plain to a loopback server without a CORS preflight: no scoring for it."""
+def test_a_scoring_body_not_declared_json_is_a_415(
+    client: TestClient, path: str, content_type: str | None
+) -> None:
+    """A web page may POST text/plain, or a Blob with no type, to a loopback server without a CORS
+    preflight: no scoring for it."""
     body = b'{"items": [{"prompt": "1+1=", "completion": "2", "reference": "2"}]}'
+    if path == "/get_reward":
+        body = b'{"query": ["1+1=2"], "prompts": ["1+1="], "labels": ["2"]}'
     headers = {"content-type": content_type} if content_type else {}
-    response = client.post("/v1/score", content=body, headers=headers)
+    response = client.post(path, content=body, headers=headers)
     assert response.status_code == 415, response.text
     assert "application/json" in response.json()["detail"]
     for declared in ["application/json", "application/json; charset=utf-8", "application/vnd.tandem+json"]:
-        assert client.post("/v1/score", content=body, headers={"content-type": declared}).status_code == 200
+        assert client.post(path, content=body, headers={"content-type": declared}).status_code == 200
 
 
 def test_probes_and_metrics_need_no_token(guarded: TestClient) -> None:

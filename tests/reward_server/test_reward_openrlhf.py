@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from reward_support import exact_match, python_scorer, reward_config
+from reward_support import LOOPBACK, exact_match, python_scorer, reward_config
 
 from reward_server.app import create_app
 
@@ -14,7 +14,7 @@ def client() -> Iterator[TestClient]:
     config = reward_config(
         exact_match(weight=1.0), python_scorer("completion_length", name="length", weight=0.1)
     )
-    with TestClient(create_app(config)) as test_client:
+    with TestClient(create_app(config), base_url=LOOPBACK) as test_client:
         yield test_client
 
 

@@ -36,6 +36,18 @@ def test_openrlhf_over_real_http(server: str) -> None:
     assert httpx.post(f"{server}/get_reward", json=body).json()["rewards"] == [1.0, 0.0]
 
 
+def test_a_request_addressed_to_another_host_is_refused_over_real_http(server: str) -> None:
+    """DNS rebinding: evil.example re-pointed at 127.0.0.1 reaches the port, but names itself in Host."""
+    port = httpx.URL(server).port
+    refused = httpx.post(
+        f"{server}/v1/score", json={"items": ITEMS}, headers={"Host": f"evil.example:{port}"}
+    )
+    assert refused.status_code == 421 and "DNS rebinding" in refused.json()["detail"]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.1"):
+        response = httpx.post(f"{server}/v1/score", json={"items": ITEMS}, headers={"Host": host})
+        assert response.status_code == 200, host
+
+
 def test_a_chunked_upload_over_the_limit_is_cut_off_with_413(server: str) -> None:
     def chunks() -> Iterator[bytes]:
         for _ in range(100):

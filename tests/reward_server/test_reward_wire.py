@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
-from reward_support import exact_match, item, python_scorer, reward_config
+from reward_support import LOOPBACK, exact_match, item, python_scorer, reward_config
 
 from reward_server.app import create_app
 from reward_server.models import ScoreItemIn, ScoreRequest, ScoreResponse, ScoreResult
@@ -25,7 +25,7 @@ CONFIG = reward_config(exact_match(), python_scorer("metadata_weight", name="wei
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
-    with TestClient(create_app(CONFIG)) as test_client:
+    with TestClient(create_app(CONFIG), base_url=LOOPBACK) as test_client:
         yield test_client
 
 
@@ -79,7 +79,7 @@ def test_the_encoded_response_is_a_valid_score_response(client: TestClient) -> N
     assert parsed.results[0].reward == 3.0 and parsed.results[1].reward is None
 
 
-def test_openapi_documents_the_score_body_the_response_and_the_bearer_scheme(client: TestClient) -> None:
+def test_openapi_documents_the_bodies_the_response_and_the_bearer_scheme(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     operation = schema["paths"]["/v1/score"]["post"]
     body_ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
@@ -91,4 +91,8 @@ def test_openapi_documents_the_score_body_the_response_and_the_bearer_scheme(cli
     assert response_ref.endswith("/ScoreResponse") and "ScoreResult" in components
     assert operation["security"] == [{"bearer": []}]
     assert schema["paths"]["/get_reward"]["post"]["security"] == [{"bearer": []}]
+    # /get_reward reads its own body too (the token is checked first): its body is still documented.
+    openrlhf = schema["paths"]["/get_reward"]["post"]["requestBody"]["content"]["application/json"]
+    assert openrlhf["schema"]["$ref"].endswith("/OpenRLHFRequest")
+    assert set(components["OpenRLHFRequest"]["properties"]) == {"query", "prompts", "labels"}
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"

@@ -45,10 +45,11 @@ def free_port() -> int:
 class PrivateRedis:
     """A redis-server of our own with AOF fsync on every write, that tests may kill -9 and restart."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, appendonly: str = "yes", appendfsync: str = "always"):
         self.directory = directory
         self.port = free_port()
         self.process: subprocess.Popen | None = None
+        self.appendonly, self.appendfsync = appendonly, appendfsync  # other settings: durability tests
 
     @property
     def url(self) -> str:
@@ -58,7 +59,7 @@ class PrivateRedis:
         command = [
             shutil.which("redis-server") or "redis-server",
             "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-            "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+            "--appendonly", self.appendonly, "--appendfsync", self.appendfsync, "--save", "",
         ]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10

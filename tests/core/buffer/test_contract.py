@@ -118,3 +118,32 @@ def test_stats_and_learner_version(new_buffer: BufferFactory) -> None:
     assert stats.staleness_histogram == {2: 1, 0: 2}
     counts = stats.counters
     assert (counts["put"], counts["put_offline"], counts["delivered"], counts["sampled"]) == (3, 1, 1, 1)
+
+
+def test_offline_fraction_caps_the_offline_share_of_a_batch(new_buffer: BufferFactory) -> None:
+    """A large offline file next to a small replay pool: drawn from together, offline groups would take
+    nearly the whole non-fresh share; `offline_fraction` caps them and replay fills the rest."""
+    buffer = new_buffer(on_policy_fraction=0.5, offline_fraction=0.25, max_staleness=10)
+    buffer.put([make_group(f"rep{i}") for i in range(2)])
+    buffer.ack(buffer.sample(2, learner_version=0).delivery_ids)  # the replay pool: rep0, rep1
+    buffer.put_offline([make_group(f"off{i}") for i in range(200)])
+    for round_ in range(5):
+        buffer.put([make_group(f"new{round_}-{i}") for i in range(4)])
+        batch = buffer.sample(8, learner_version=0)
+        names = [g.group_id[:3] for g in batch.groups]
+        assert (names.count("new"), names.count("rep"), names.count("off")) == (4, 2, 2), names
+
+
+def test_offline_groups_never_pass_their_cap_when_the_batch_runs_short(new_buffer: BufferFactory) -> None:
+    buffer = new_buffer(on_policy_fraction=0.5, offline_fraction=0.25, max_staleness=10)
+    buffer.put_offline([make_group(f"off{i}") for i in range(200)])
+    buffer.put([make_group("new0"), make_group("new1")])
+    names = [g.group_id[:3] for g in buffer.sample(8, learner_version=0).groups]
+    assert (names.count("new"), names.count("off"), len(names)) == (2, 2, 4), names
+
+
+def test_offline_fraction_zero_never_samples_offline_data(new_buffer: BufferFactory) -> None:
+    buffer = new_buffer(on_policy_fraction=0.0, offline_fraction=0.0)
+    buffer.put_offline([make_group(f"off{i}") for i in range(20)])
+    buffer.put([make_group("new0")])
+    assert [g.group_id for g in buffer.sample(4, learner_version=0).groups] == ["new0"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from buffer_support import make_group
 
-from core.buffer.ingest import IngestError, build_offline_groups, parse_offline_file
+from core.buffer.ingest import IngestError, OfflineTokenizer, build_offline_groups, parse_offline_file
 from core.buffer.redis_buffer import RedisBuffer
 from core.config.buffer import BufferConfig
 from core.tinymodels.tokenizer import build_tokenizer
@@ -125,7 +125,8 @@ def test_ingest_through_the_real_entry_point_writes_offline_groups(
     buffer = RedisBuffer(BufferConfig(kind="redis", namespace=namespace, on_policy_fraction=0.0))
     groups = buffer.sample(2, learner_version=3).groups
     by_prompt = {group.prompt: group for group in groups}
-    assert list(by_prompt["17+25="].samples[1].completion_token_ids) == [ord("3"), ord("2")]
+    eos = build_tokenizer().eos_token_id  # a completion that ended on its own ends with EOS, as an actor's
+    assert list(by_prompt["17+25="].samples[1].completion_token_ids) == [ord("3"), ord("2"), eos]
     assert by_prompt["17+25="].policy_version == 3 and by_prompt["10+10="].source == "logs-2026"
     assert by_prompt["17+25="].samples[0].behaviour_logprobs is None  # unknown for offline data
     assert by_prompt["10+10="].rewards == [1.0, 1.0, 0.0]
@@ -281,7 +282,7 @@ def test_a_completion_the_reward_server_fails_fails_the_ingest(tmp_path: Path) -
         return [{"status": "ok", "reward": 1.0}, {"status": "timeout", "reward": None, "error": "slow"}]
 
     with pytest.raises(IngestError, match=r"s\.jsonl:1: the reward server failed completion 1: timeout slow"):
-        build_offline_groups(lines, lambda text: [ord(c) for c in text], failing)
+        build_offline_groups(lines, OfflineTokenizer(build_tokenizer()), failing)
     with pytest.raises(
         IngestError, match=r"s\.jsonl:1: no 'prompt_token_ids' in the line and no --tokenizer"
     ):

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from core.buffer.mixing import FreshCandidate, plan_batch
+from core.buffer.mixing import FreshCandidate, draw_pools, offline_cap, plan_batch, pool_available
 
 
 def fresh(*versions: int) -> list[FreshCandidate]:
@@ -128,3 +128,21 @@ def test_matches_a_plain_loop_reference_on_random_cases() -> None:
         # Never more than asked, and never short while either side still has groups.
         usable = len(versions) - len(stale)
         assert len(plan.take) + plan.num_replay == min(args[1], usable + args[0])
+
+
+def test_offline_cap_rounds_down_and_pool_draws_respect_it() -> None:
+    assert offline_cap(10, 0.3) == 3 and offline_cap(8, 0.2) == 1 and offline_cap(8, 1.0) == 8
+    assert pool_available(replay_size=2, offline_size=100, cap=3) == 5
+    rng = random.Random(0)
+    for _ in range(200):
+        replay, offline = draw_pools(rng, count=6, replay_size=4, offline_size=1000, cap=3)
+        assert len(offline) == 3 and len(replay) == 3  # the cap binds; replay makes up the rest
+        assert len(set(replay)) == 3 and all(0 <= i < 4 for i in replay)
+        assert len(set(offline)) == 3 and all(0 <= i < 1000 for i in offline)
+    # Without a binding cap the draw is uniform over both pools together, as before the cap existed.
+    offline_share = sum(
+        len(draw_pools(rng, count=4, replay_size=30, offline_size=10, cap=4)[1]) for _ in range(2000)
+    ) / (4 * 2000)
+    assert offline_share == pytest.approx(10 / 40, abs=0.02)
+    # Both pools short: everything they have, offline only up to the cap.
+    assert [len(part) for part in draw_pools(rng, count=9, replay_size=2, offline_size=5, cap=1)] == [2, 1]

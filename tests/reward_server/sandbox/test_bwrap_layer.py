@@ -1,16 +1,21 @@
 """The bubblewrap layer alone, without the harness's audit guard: each property must hold even if
-user code got past the guard (raw scripts run under the same command line the scorer uses)."""
+user code got past the guard (raw scripts run under the same command line the scorer uses: bwrap,
+its mounts and the seccomp filter)."""
 
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from reward_server.sandbox.bwrap import Interpreter, Limits, bwrap_argv, run_uid, running_as_root
+from reward_server.sandbox.bwrap import Interpreter, Limits, run_uid, running_as_root
+from reward_server.sandbox.runner import SandboxCommand
+from reward_server.sandbox.seccomp import program_fd
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 ROOT = Path(__file__).resolve().parents[3]
@@ -25,16 +30,23 @@ for name, soft, hard in {rlimits!r}:
 LIMITS = Limits(timeout_s=5, cpu_seconds=1, memory_mb=256, max_processes=8, max_output_bytes=65536)
 
 
-def raw_argv(script: str, uid: int) -> list[str]:
-    interpreter = Interpreter.current()
+@contextmanager
+def raw_argv(script: str, uid: int) -> Iterator[tuple[list[str], int]]:
+    """The scorer's sandbox command line running `script` (after CONFINE), and the fd of the seccomp
+    program it names, to pass to the child (closed when the block ends)."""
+    command = SandboxCommand.bwrap(Interpreter.current(), running_as_root())
     prelude = CONFINE.format(uid=uid, rlimits=LIMITS.rlimits())
-    argv = [*bwrap_argv(interpreter, running_as_root()), str(interpreter.executable), "-I", "-S", "-c"]
-    return [*argv, prelude + script]
+    seccomp_fd = program_fd()
+    try:
+        argv = [*command.options(seccomp_fd), str(command.interpreter.executable), "-I", "-S", "-c"]
+        yield [*argv, prelude + script], seccomp_fd
+    finally:
+        os.close(seccomp_fd)
 
 
 def run_raw(script: str, uid: int | None = None) -> subprocess.CompletedProcess:
-    argv = raw_argv(script, run_uid() if uid is None else uid)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    with raw_argv(script, run_uid() if uid is None else uid) as (argv, seccomp_fd):
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, pass_fds=(seccomp_fd,))
 
 
 def processes_of(uid: int) -> int:
@@ -49,23 +61,35 @@ def processes_of(uid: int) -> int:
     return count
 
 
-def test_a_fork_bomb_stops_at_the_process_limit() -> None:
+def test_a_thread_bomb_stops_at_the_process_limit() -> None:
+    # fork is refused outright by seccomp (test_isolation.py); threads are what RLIMIT_NPROC bounds.
     script = """
-import os, time
-children = 0
+import threading, time
+threads = 0
 try:
     while True:
-        if os.fork() == 0:
-            time.sleep(2)
-            os._exit(0)
-        children += 1
-except OSError:
+        threading.Thread(target=time.sleep, args=(2,), daemon=True).start()
+        threads += 1
+except RuntimeError:
     pass
-print(children)
+print(threads)
 """
     result = run_raw(script)
     assert result.returncode == 0, result.stderr
     assert 0 < int(result.stdout) < LIMITS.max_processes
+
+
+def test_a_fork_bomb_gets_no_child() -> None:
+    script = """
+import os
+try:
+    os.fork()
+    print('forked')
+except OSError as error:
+    print(error.errno)
+"""
+    result = run_raw(script)
+    assert result.stdout.split() == ["1"], result.stderr  # EPERM from the seccomp filter
 
 
 @pytest.mark.skipif(not running_as_root(), reason="counts host processes by the run's uid (root mode)")
@@ -73,7 +97,10 @@ def test_a_real_fork_bomb_is_contained_and_dies_with_its_sandbox() -> None:
     # Every process forks forever and never exits: without the limit this takes the machine.
     uid = run_uid()
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
-    proc = subprocess.Popen(raw_argv(bomb, uid), start_new_session=True, stderr=subprocess.DEVNULL)
+    with raw_argv(bomb, uid) as (argv, seccomp_fd):
+        proc = subprocess.Popen(
+            argv, start_new_session=True, stderr=subprocess.DEVNULL, pass_fds=(seccomp_fd,)
+        )
     try:
         time.sleep(1.0)
         peak = processes_of(uid)
@@ -91,7 +118,7 @@ def test_a_real_fork_bomb_is_contained_and_dies_with_its_sandbox() -> None:
     assert processes_of(uid) == 0  # killing bwrap took the whole pid namespace with it
 
 
-def test_only_the_interpreter_and_usr_are_visible() -> None:
+def test_no_host_config_home_or_repository_is_visible() -> None:
     script = """
 import os
 print(sorted(os.listdir('/')))
@@ -107,10 +134,11 @@ for path in ['/etc/shadow', '/etc/passwd', '/work', '/home', '{root}', '/root/.b
 
 def test_the_root_is_read_only_and_tmp_is_private() -> None:
     marker = Path("/tmp") / f"sandbox-private-{os.getpid()}"
+    stdlib = Path(os.__file__).resolve().parent
     script = f"""
 import os
 open('{marker}', 'w').write('sandbox')
-for path in ['/usr/x', '{Interpreter.current().prefix}/x', '/x']:
+for path in ['/usr/x', '{stdlib}/x', '{Interpreter.current().prefix}/x', '/x', '/dev/x', '/dev/shm/x']:
     try:
         open(path, 'w')
         print('wrote', path)
@@ -119,19 +147,24 @@ for path in ['/usr/x', '{Interpreter.current().prefix}/x', '/x']:
 """
     result = run_raw(script)
     assert result.returncode == 0, result.stderr
-    # /usr and the interpreter are read-only mounts (EROFS); / is bwrap's own root-owned tmpfs (EACCES).
-    assert result.stdout.split() == ["refused", "30", "refused", "30", "refused", "13"]
+    # Everything but /tmp is a read-only mount (EROFS): the stdlib bind, and bwrap's own tmpfs root
+    # and /dev (which a user-namespace sandbox would otherwise own and could fill).
+    assert result.stdout.split() == ["refused", "30"] * 6
     assert not marker.exists()  # the sandbox's /tmp is its own tmpfs
 
 
 def test_no_network_and_a_clean_environment() -> None:
+    # Two layers: a network namespace holding only lo (read from /proc: listing interfaces takes a
+    # socket), and no socket at all (seccomp).
     script = """
 import os, socket
 print(sorted(os.environ))
-print([name for _, name in socket.if_nameindex()])
+print(sorted(line.split(':')[0].strip() for line in open('/proc/net/dev').readlines()[2:]))
 try:
     socket.create_connection(('1.1.1.1', 53), timeout=1)
     print('connected')
+except PermissionError:
+    print('no-socket')
 except OSError:
     print('unreachable')
 """
@@ -140,7 +173,7 @@ except OSError:
     env, interfaces, reach = result.stdout.splitlines()
     assert env == "['HOME', 'LANG', 'PATH', 'PWD']"
     assert interfaces == "['lo']"
-    assert reach == "unreachable"
+    assert reach == "no-socket"
 
 
 @pytest.mark.skipif(not running_as_root(), reason="root mode drops to the run's uid")

@@ -2,7 +2,8 @@
 process outlives its run, and the scorer still scores honest code correctly afterwards.
 
 A second test removes the harness's in-process defences and checks that the `forges` cases then
-do score: the corpus's attacks are real, so the first test cannot pass by them being broken.
+do score: the corpus's attacks are real, so the first test cannot pass by them being broken. The
+same pair runs on Python 3.12 (sys.monitoring, settrace_all_threads) where this machine has it.
 """
 
 import asyncio
@@ -10,6 +11,7 @@ import hashlib
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import sysconfig
 import threading
@@ -19,10 +21,11 @@ from pathlib import Path
 
 import pytest
 from sandbox_hostile_corpus import CASES, SECRET_TEXT, TEST, HostileCase
-from sandbox_support import running_sandboxes
+from sandbox_support import find_python, running_sandboxes
 
 from core.config.reward import UnitTestsScorerConfig
-from reward_server.sandbox import runner
+from reward_server.sandbox import dialect, runner
+from reward_server.scorers import unit_tests
 from reward_server.scorers.base import ScoreItem, ScorerResult
 from reward_server.scorers.unit_tests import UnitTestsScorer
 
@@ -129,40 +132,72 @@ def score_cases(scorer: UnitTestsScorer, host: Host, cases: list[HostileCase]) -
     return dict(zip([case.name for case in cases], asyncio.run(scorer.score(items)), strict=True))
 
 
-def corpus_scorer() -> UnitTestsScorer:
+def corpus_scorer(python: Path | None = None) -> UnitTestsScorer:
     config = UnitTestsScorerConfig(
-        name="unit_tests", timeout_s=3.0, cpu_seconds=1, max_concurrency=4, prepend_prompt=False
+        name="unit_tests",
+        timeout_s=3.0,
+        cpu_seconds=1,
+        max_concurrency=4,
+        prepend_prompt=False,
+        python=python,
     )
     return UnitTestsScorer(config)
+
+
+def cases_for(python: Path) -> list[HostileCase]:
+    """The cases the interpreter at `python` can run (by `min_version`)."""
+    version = subprocess.run(
+        [str(python), "-I", "-S", "-c", "import sys; print(*sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    major, minor = int(version[0]), int(version[1])
+    return [case for case in CASES if case.min_version <= (major, minor)]
+
+
+# The honest items that ride along with the attacks: a sandbox broken by the attacks would fail them.
+HONEST_CASES = [
+    HostileCase("honest", HONEST),
+    HostileCase("honest_two_line_test", HONEST, test="result = f(2)\nassert result == 7"),
+    HostileCase("honest_uses_abs", HONEST, test="assert abs(f(2)) == 7"),
+    HostileCase(
+        "honest_dialect",
+        HONEST + "import math\nclass Box:\n    def __init__(self, v):\n        self.v = v\n"
+        "    def get(self):\n        return self.v\n",
+        test="import math\nassert math.isclose(f(2), 7.0)\nb = Box([f(k) for k in range(3)])\n"
+        "a, c = b.get()[0], {f(1): 'x'}\nassert a == 1 and c[4] == 'x' and not b.get() != [1, 4, 7]\n"
+        "assert all(f(k) > k for k in range(5)) and sorted({f(0), f(1)}) == [1, 4]\n"
+        "for k, v in zip(range(3), b.get()):\n    assert v - 1 == 3 * k",
+    ),
+]
 
 
 def test_the_corpus_is_big_and_covers_every_kind_of_attack() -> None:
     assert len(CASES) >= 25
     assert len({case.name for case in CASES}) == len(CASES)
     assert sum(case.forges for case in CASES) >= 5
+    # Issue 17: the completion's own objects and the interpreter's back doors.
+    names = {case.name for case in CASES}
+    assert {
+        "object_equals_everything",
+        "monitoring_reads_test_constants",
+        "create_builtin_posixsubprocess",
+    } <= names
 
 
 def test_every_attack_scores_zero_and_the_host_is_unchanged(host: Host) -> None:
     scorer = corpus_scorer()
     python = Path(scorer.command.interpreter.executable)
     before = {"files": host.snapshot(), "python": digest(python)}
-    # Honest items ride along in the same batch: a sandbox broken by the attacks would fail them.
-    honest = [
-        HostileCase("honest", HONEST),
-        HostileCase("honest_two_line_test", HONEST, test="result = f(2)\nassert result == 7"),
-        HostileCase("honest_uses_abs", HONEST, test="assert abs(f(2)) == 7"),
-    ]
 
-    scored = score_cases(scorer, host, [*CASES, *honest])
+    scored = score_cases(scorer, host, [*cases_for(python), *HONEST_CASES])
 
-    assert {
-        name: scored.pop(name).score for name in ["honest", "honest_two_line_test", "honest_uses_abs"]
-    } == {
-        "honest": 1.0,
-        "honest_two_line_test": 1.0,
-        "honest_uses_abs": 1.0,
+    assert {case.name: scored.pop(case.name).score for case in HONEST_CASES} == {
+        case.name: 1.0 for case in HONEST_CASES
     }
-    leaks = {name: result for name, result in scored.items() if result.score != 0.0}
+    # Not an error either: every attack is judged, and judged a fail.
+    leaks = {name: result for name, result in scored.items() if (result.status, result.score) != ("ok", 0.0)}
     assert leaks == {}, f"attacks that scored (or broke the sandbox): {leaks}"
     # The host: files intact, nothing written, no connection reached the host server, we live.
     assert host.snapshot() == before["files"]
@@ -173,7 +208,8 @@ def test_every_attack_scores_zero_and_the_host_is_unchanged(host: Host) -> None:
     # The resource attacks were killed (and counted), not waited out.
     # (Which limit ends a CPU loop first, RLIMIT_CPU or the clock, depends on the host's load.)
     assert scorer.kills["timeout"] >= 2  # the sleep loop and the sleeping thread bomb
-    assert scorer.kills["cpu_limit"] + scorer.kills["timeout"] >= 4  # + the CPU loop, the recursion
+    # + the CPU loop (the unbounded recursion now ends in a MemoryError on the worker thread: a fail)
+    assert scorer.kills["cpu_limit"] + scorer.kills["timeout"] >= 3
     assert scorer.kills["output_limit"] >= 1
     assert scorer.kills["signal"] >= 1  # the C stack overflow's SIGSEGV
 
@@ -189,19 +225,81 @@ def test_every_attack_scores_zero_and_the_host_is_unchanged(host: Host) -> None:
     assert [result.score for result in after] == [1.0, 0.0]
 
 
-def test_the_forging_attacks_work_without_the_harness_defences(
-    host: Host, monkeypatch: pytest.MonkeyPatch
-) -> None:
+# What "the harness's in-process defences" are, as edits to the harness source that remove each.
+DEFENCES = [
+    ("    _install_guard(idents[1])\n", "    pass\n"),  # the audit guard
+    ("    names = dict(test_builtins)\n", '    names = ns["__builtins__"]\n'),  # the test's own builtins
+    (" and key not in test_builtins and ", " and "),  # completion names never shadow a builtin
+    # read-only builtins (a mappingproxy; a raw `import` statement needs a dict there)
+    ('    tg["__builtins__"] = type(type.__dict__)(names)', '    tg["__builtins__"] = names'),
+]
+
+
+def without_defences(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove every in-process defence: the edits above, and the rewrite (the test runs as written,
+    on its thread, calling the completion there: only the wrapping and `__tandem_done` remain)."""
     source = runner.HARNESS_SOURCE
-    for defence, removed in [
-        ("    _install_guard()\n", "    pass\n"),
-        ('(ns.__setitem__, "__builtins__", test_builtins), ', ""),
-    ]:
+    for defence, removed in DEFENCES:
         assert source.count(defence) == 1, f"the harness no longer contains {defence!r}"
         source = source.replace(defence, removed)
     monkeypatch.setattr(runner, "HARNESS_SOURCE", source)
-    forgers = [case for case in CASES if case.forges]
+    monkeypatch.setattr(dialect._Rewriter, "statements", lambda self, nodes: nodes)
+    unit_tests._prepared.cache_clear()  # tests already rewritten by other tests in this process
 
-    scored = score_cases(corpus_scorer(), host, forgers)
+
+@pytest.fixture
+def no_defences(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    without_defences(monkeypatch)
+    yield
+    unit_tests._prepared.cache_clear()  # nothing prepared without the rewrite may outlive this test
+
+
+def test_the_forging_attacks_work_without_the_harness_defences(host: Host, no_defences: None) -> None:
+    scorer = corpus_scorer()
+    forgers = [case for case in cases_for(scorer.command.interpreter.executable) if case.forges]
+
+    scored = score_cases(scorer, host, forgers)
+
+    assert {name: result.score for name, result in scored.items()} == {case.name: 1.0 for case in forgers}
+
+
+PYTHON_312 = find_python("3.12")
+needs_312 = pytest.mark.skipif(PYTHON_312 is None, reason="no python3.12 on this machine")
+
+
+@needs_312
+def test_on_python_3_12_every_forger_scores_zero(host: Host) -> None:
+    # The verdict forgers (the resource and host cases are the interpreter-independent bwrap
+    # layer's) plus the honest items, on 3.12: sys.monitoring and settrace_all_threads included.
+    assert PYTHON_312 is not None
+    scorer = corpus_scorer(PYTHON_312)
+    forgers = [case for case in cases_for(PYTHON_312) if case.forges]
+    expected = {
+        "monitoring_reads_test_constants",
+        "settrace_all_threads",
+        "setprofile_all_threads_reads_nonce",
+    }
+    assert expected <= {case.name for case in forgers}
+
+    scored = score_cases(scorer, host, [*forgers, *HONEST_CASES])
+
+    assert {case.name: scored.pop(case.name).score for case in HONEST_CASES} == {
+        case.name: 1.0 for case in HONEST_CASES
+    }
+    assert {name: (result.status, result.score) for name, result in scored.items()} == {
+        case.name: ("ok", 0.0) for case in forgers
+    }
+
+
+@needs_312
+def test_on_python_3_12_the_forgers_work_without_the_defences(host: Host, no_defences: None) -> None:
+    assert PYTHON_312 is not None
+    # 3.12 runs a scheduled collection on whichever thread checks first, so the gc-callback case
+    # does not reliably reach the test's thread there; it is proven on 3.11 above.
+    forgers = [
+        case for case in cases_for(PYTHON_312) if case.forges and case.name != "gc_callback_on_test_thread"
+    ]
+
+    scored = score_cases(corpus_scorer(PYTHON_312), host, forgers)
 
     assert {name: result.score for name, result in scored.items()} == {case.name: 1.0 for case in forgers}

@@ -1,19 +1,22 @@
-"""`unit_tests` scorer behaviour: extraction, fractions, item errors, kills and their metrics,
-cancellation, concurrency, construction through `build_scorer`, and the `sandbox: none` opt-out."""
+"""`unit_tests` scorer behaviour: extraction, fractions, item errors (tests outside the dialect, a
+sandbox that cannot start its threads), kills and their metrics, cancellation, concurrency,
+construction through `build_scorer`, the interpreter checks, and the `sandbox: none` opt-out."""
 
 import asyncio
 import logging
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
-from sandbox_support import running_sandboxes
+from sandbox_support import find_python, running_sandboxes
 
 from core.config.reward import UnitTestsScorerConfig
 from reward_server.sandbox import runner
+from reward_server.sandbox.bwrap import running_as_root
 from reward_server.scorers import build_scorer, unit_tests
 from reward_server.scorers.base import ScoreItem, ScorerResult
 from reward_server.scorers.unit_tests import SandboxUnavailableError, UnitTestsScorer, extract_code
@@ -218,22 +221,122 @@ def test_build_scorer_makes_a_sandboxed_unit_tests_scorer() -> None:
     assert Path(built.command.prefix[0]).name == "bwrap"
 
 
+PYTHON_312 = find_python("3.12")
+
+
 @needs_bwrap
-@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="no system python3")
+@pytest.mark.skipif(PYTHON_312 is None, reason="no python3.12 on this machine")
 def test_a_configured_interpreter_runs_with_its_own_dangerous_modules_hidden() -> None:
-    scorer = UnitTestsScorer(config(python=Path("/usr/bin/python3")))
-    assert scorer.command.interpreter.executable == Path("/usr/bin/python3").resolve()
+    assert PYTHON_312 is not None
+    scorer = UnitTestsScorer(config(python=PYTHON_312))
+    assert scorer.command.interpreter.executable == PYTHON_312
     honest = ScoreItem(prompt=PROMPT, completion="x*3+1", tests=TESTS)
     # Hidden by the mounts, not only refused by the guard: the interpreter's own extension files
     # for these modules are /dev/null bound on a nodev mount inside the sandbox, so unreadable.
+    # (The probe is the completion: a test may not contain try/raise; a failed assert there stops
+    # the completion before its last line, so the item scores 0.)
     probe = (
         "import glob, os\nlib = os.path.dirname(os.__file__) + '/lib-dynload/'\n"
         "found = glob.glob(lib + '_ctypes.*.so') + glob.glob(lib + '_testcapi.*.so')\n"
         "assert len(found) == 2\nfor path in found:\n    try:\n        open(path, 'rb')\n"
-        "    except PermissionError:\n        continue\n    raise AssertionError(path + ' is readable')"
+        "    except PermissionError:\n        continue\n    raise AssertionError(path + ' is readable')\n"
+        "def f():\n    return 1\n"
     )
-    hidden = ScoreItem(prompt="", completion="", tests=[probe])
-    assert [r.score for r in score(scorer, honest, hidden)] == [1.0, 1.0]
+    hidden = ScoreItem(prompt="", completion=probe, tests=["assert f() == 1"])
+    version = ScoreItem(
+        prompt="",
+        completion="import sys\ndef f():\n    return sys.version_info[:2]\n",
+        tests=["assert f() == (3, 12)"],
+    )
+    assert [r.score for r in score(scorer, honest, hidden, version)] == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.skipif(
+    not Path("/usr/bin/python3.11").exists()
+    or "_posixsubprocess"
+    not in subprocess.run(
+        ["/usr/bin/python3.11", "-I", "-S", "-c", "import sys; print(sys.builtin_module_names)"],
+        capture_output=True,
+        text=True,
+    ).stdout,
+    reason="no interpreter here with _posixsubprocess compiled in (Debian's /usr/bin/python3.11 has it)",
+)
+@pytest.mark.parametrize("sandbox", ["bwrap", "none"])
+def test_refuses_to_start_with_a_denied_module_compiled_in(sandbox: str) -> None:
+    # `_imp.create_builtin` would load it with no import audit event, and no file to hide.
+    with pytest.raises(SandboxUnavailableError, match="_posixsubprocess compiled in"):
+        UnitTestsScorer(config(python=Path("/usr/bin/python3.11"), sandbox=sandbox))
+
+
+@needs_bwrap
+def test_tests_outside_the_dialect_are_item_errors_naming_the_construct(scorer: UnitTestsScorer) -> None:
+    code = "def f(x):\n    return 3 * x + 1\n"
+    refused = {
+        "def g():\n    return 7\nassert f(2) == g()": "line 1: function definitions (def)",
+        "assert f(2) == 7\ntry:\n    pass\nexcept Exception:\n    pass": "line 2: try statements",
+        "assert (lambda: f(2))() == 7": "lambda",
+        "while True:\n    break": "while loops",
+        "x = f.__globals__": "dunder attributes (.__globals__)",
+        "assert __builtins__ is not None": "dunder names (__builtins__)",
+        "assert f(*[2]) == 7": "starred expressions",
+        "x = f'{f(2)}'": "f-strings",
+        "f.cache = {}": "assignments to attributes or subscripts",
+    }
+    items = [ScoreItem(prompt="", completion=code, tests=["assert f(0) == 1", test]) for test in refused]
+    results = score(scorer, *items)
+    assert [(r.status, r.score) for r in results] == [("error", None)] * len(refused)
+    for result, construct in zip(results, refused.values(), strict=True):
+        assert "test 1 is outside the test dialect" in result.error and construct in result.error
+
+
+@needs_bwrap
+@pytest.mark.parametrize("max_processes", [1, 3])
+def test_a_sandbox_that_cannot_start_its_threads_is_an_error_not_a_zero(max_processes: int) -> None:
+    # One process is the harness alone; three leaves no room for the worker thread. Neither may
+    # read as "the completion failed": no user code ran.
+    scorer = UnitTestsScorer(config(max_processes=max_processes))
+    [result] = score(scorer, ScoreItem(prompt=PROMPT, completion="x*3+1", tests=TESTS))
+    assert (result.status, result.score) == ("error", None)
+    assert (
+        "could not start its threads" in result.error and f"max_processes is {max_processes}" in result.error
+    )
+    # Four is enough for the harness's own threads (as root each run has a uid, and so a count,
+    # of its own; unprivileged, the count depends on the host's processes of that user).
+    if running_as_root():
+        item = ScoreItem(prompt=PROMPT, completion="x*3+1", tests=TESTS)
+        assert score(UnitTestsScorer(config(max_processes=4)), item)[0].score == 1.0
+
+
+@needs_bwrap
+def test_the_issue_example_scores_zero_and_honest_code_one(scorer: UnitTestsScorer) -> None:
+    tests = ["assert f(2) == 7", "assert f(0) == 1"]
+    forged = "def f(x): return type('A', (), {'__eq__': lambda *a: True})()"
+    results = score(
+        scorer,
+        ScoreItem(prompt="", completion=forged, tests=tests),
+        ScoreItem(prompt="", completion="def f(x): return 3 * x + 1", tests=tests),
+    )
+    assert [(r.status, r.score) for r in results] == [("ok", 0.0), ("ok", 1.0)]
+
+
+@needs_bwrap
+def test_the_shipped_code_task_scores_right_and_wrong_answers() -> None:
+    import random
+
+    from core.tinymodels.tasks import flawed_target, make_problem
+
+    problems = [make_problem("code", random.Random(seed), seed) for seed in range(4)]
+    scorer = UnitTestsScorer(config(prepend_prompt=True))
+    items = [ScoreItem(prompt=p.prompt, completion=p.reference, tests=p.tests) for p in problems]
+    # correct_fraction 0: always the task's typical mistake (slope and intercept swapped)
+    mistakes = [flawed_target("code", p, random.Random(0), correct_fraction=0.0) for p in problems]
+    items += [
+        ScoreItem(prompt=p.prompt, completion=m, tests=p.tests)
+        for p, m in zip(problems, mistakes, strict=True)
+    ]
+    scores = [r.score for r in score(scorer, *items)]
+    assert scores[:4] == [1.0] * 4
+    assert all(value is not None and value < 1.0 for value in scores[4:])
 
 
 def test_refuses_to_start_without_bwrap(monkeypatch: pytest.MonkeyPatch) -> None:
