@@ -69,16 +69,10 @@ class MemoryBuffer:
                 self._rng, plan.num_replay, len(self._replay), len(self._offline), cap
             )
             replayed = [self._replay[i] for i in replay_picks] + [self._offline[i] for i in offline_picks]
-            groups = fresh_groups + replayed
-            self._counters.update(sampled=len(groups), delivered=len(fresh_groups), replayed=len(replayed))
-            return SampledBatch(
-                groups=groups,
-                delivery_ids=list(plan.take),
-                num_fresh=len(fresh_groups),
-                num_replayed=len(replayed),
-                stale_moved=stale_moved,
-                stale_dropped=stale_dropped,
-                staleness=[learner_version - g.policy_version for g in groups],
+            sampled = len(fresh_groups) + len(replayed)
+            self._counters.update(sampled=sampled, delivered=len(fresh_groups), replayed=len(replayed))
+            return SampledBatch.mix(
+                fresh_groups, replayed, list(plan.take), learner_version, stale_moved, stale_dropped
             )
 
     def _settle_stale(self, stale: list[ScoredGroup]) -> tuple[int, int]:

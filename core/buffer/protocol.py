@@ -67,6 +67,28 @@ class SampledBatch:
     def on_policy_fraction(self) -> float:
         return self.num_fresh / len(self.groups) if self.groups else 0.0
 
+    @classmethod
+    def mix(
+        cls,
+        fresh: list[ScoredGroup],
+        replayed: list[ScoredGroup],
+        delivery_ids: list[str],
+        learner_version: int,
+        stale_moved: int = 0,
+        stale_dropped: int = 0,
+    ) -> "SampledBatch":
+        """Fresh groups first, then the replayed/offline ones, with each group's staleness."""
+        groups = fresh + replayed
+        return cls(
+            groups=groups,
+            delivery_ids=delivery_ids,
+            num_fresh=len(fresh),
+            num_replayed=len(replayed),
+            stale_moved=stale_moved,
+            stale_dropped=stale_dropped,
+            staleness=[learner_version - group.policy_version for group in groups],
+        )
+
 
 @dataclass(frozen=True)
 class BufferStats:

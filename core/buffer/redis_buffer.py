@@ -422,16 +422,10 @@ class RedisBuffer:
         fresh_groups = [ScoredGroup.from_bytes(data) for entry_id, _, data in usable if entry_id in take]
         self._delivered.update((entry_id, version) for entry_id, version, _ in usable if entry_id in take)
         replayed = self._sample_pools(plan.num_replay, *sizes, cap)
-        groups = fresh_groups + replayed
-        self._unflushed.update(sampled=len(groups), delivered=len(fresh_groups), replayed=len(replayed))
-        return SampledBatch(
-            groups=groups,
-            delivery_ids=list(plan.take),
-            num_fresh=len(fresh_groups),
-            num_replayed=len(replayed),
-            stale_moved=stale_moved,
-            stale_dropped=stale_dropped,
-            staleness=[learner_version - group.policy_version for group in groups],
+        sampled = len(fresh_groups) + len(replayed)
+        self._unflushed.update(sampled=sampled, delivered=len(fresh_groups), replayed=len(replayed))
+        return SampledBatch.mix(
+            fresh_groups, replayed, list(plan.take), learner_version, stale_moved, stale_dropped
         )
 
     def _read_fresh(self, want: int, learner_version: int) -> tuple[list[Entry], list[Entry]]:
