@@ -1,10 +1,13 @@
 """Helpers of the buffer tests (a module of its own: several conftest.py files share that name)."""
 
+import json
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import redis
@@ -75,3 +78,40 @@ class PrivateRedis:
         assert self.process is not None
         self.process.kill()  # SIGKILL: no shutdown save, only what the AOF already holds survives
         self.process.wait()
+
+
+class RewardServer:
+    """POST /v1/score: exact match against the reference; records each request's size and Authorization."""
+
+    def __init__(self) -> None:
+        self.requests: list[int] = []
+        self.authorization: list[str | None] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                items = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["items"]
+                server.requests.append(len(items))
+                server.authorization.append(self.headers.get("Authorization"))
+                results = [
+                    {
+                        "reward": float(item["completion"] == item.get("reference")),
+                        "status": "ok",
+                        "scores": {"exact_match": float(item["completion"] == item.get("reference"))},
+                        "error": None,
+                    }
+                    for item in items
+                ]
+                body = json.dumps({"results": results}).encode()
+                self.send_response(200 if self.path == "/v1/score" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                """Quiet."""
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_port}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()

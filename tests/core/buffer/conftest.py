@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from buffer_support import SHARED_REDIS, BufferFactory, PrivateRedis
+from buffer_support import SHARED_REDIS, BufferFactory, PrivateRedis, RewardServer
 
 from core.buffer import ExperienceBuffer, MemoryBuffer
 from core.buffer.redis_buffer import RedisBuffer
@@ -65,3 +65,10 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     yield server
     if server.process and server.process.poll() is None:
         server.kill()
+
+
+@pytest.fixture
+def reward_server() -> Iterator[RewardServer]:
+    server = RewardServer()
+    yield server
+    server.http.shutdown()

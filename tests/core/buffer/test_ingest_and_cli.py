@@ -4,14 +4,12 @@ scoring through a real HTTP reward server."""
 import json
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from buffer_support import make_group
+from buffer_support import RewardServer, make_group
 
 from core.buffer.ingest import IngestError, OfflineTokenizer, build_offline_groups, parse_offline_file
 from core.buffer.redis_buffer import RedisBuffer
@@ -49,48 +47,6 @@ def namespace() -> Iterator[str]:
 
 def redis_stats(namespace: str) -> dict:
     return RedisBuffer(BufferConfig(kind="redis", namespace=namespace)).stats().as_dict()
-
-
-class RewardServer:
-    """POST /v1/score: exact match against the reference; records the size of every request."""
-
-    def __init__(self) -> None:
-        self.requests: list[int] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                items = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["items"]
-                server.requests.append(len(items))
-                results = [
-                    {
-                        "reward": float(item["completion"] == item["reference"]),
-                        "status": "ok",
-                        "scores": {"exact_match": float(item["completion"] == item["reference"])},
-                        "error": None,
-                    }
-                    for item in items
-                ]
-                body = json.dumps({"results": results}).encode()
-                self.send_response(200 if self.path == "/v1/score" else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                """Quiet."""
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_port}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def reward_server() -> Iterator[RewardServer]:
-    server = RewardServer()
-    yield server
-    server.http.shutdown()
 
 
 def test_ingest_through_the_real_entry_point_writes_offline_groups(

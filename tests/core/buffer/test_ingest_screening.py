@@ -4,13 +4,12 @@ while the good lines are stored; out-of-range numbers are errors naming the file
 tracebacks; `--reward-url` sends the reward token as a bearer token."""
 
 import json
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from buffer_support import RewardServer
 
 from core.buffer.ingest import IngestError, parse_offline_file
 from core.buffer.redis_buffer import RedisBuffer
@@ -142,43 +141,8 @@ def test_out_of_range_numbers_name_the_file_and_line(
     assert f"{path}:2: field {field}" in err and "Traceback" not in err
 
 
-class TokenRecordingServer:
-    """POST /v1/score answering reward 1 for every item; records each request's Authorization header."""
-
-    def __init__(self) -> None:
-        self.authorization: list[str | None] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                items = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["items"]
-                server.authorization.append(self.headers.get("Authorization"))
-                body = json.dumps(
-                    {"results": [{"reward": 1.0, "status": "ok", "scores": {}, "error": None} for _ in items]}
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                """Quiet."""
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_port}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def token_server() -> Iterator[TokenRecordingServer]:
-    server = TokenRecordingServer()
-    yield server
-    server.http.shutdown()
-
-
 def test_reward_url_sends_the_reward_token_as_a_bearer(
-    tmp_path: Path, namespace: str, token_server: TokenRecordingServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, namespace: str, reward_server: RewardServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = write_lines(
         tmp_path / "unscored.jsonl",
@@ -191,9 +155,9 @@ def test_reward_url_sends_the_reward_token_as_a_bearer(
             }
         ],
     )
-    args = ["ingest", str(data), "--buffer", "redis", "--reward-url", token_server.url,
+    args = ["ingest", str(data), "--buffer", "redis", "--reward-url", reward_server.url,
             "--set", f"buffer.namespace={namespace}"]  # fmt: skip
     assert main([*args, "--set", "reward.auth_token=from-the-config"]) == 0
     monkeypatch.setenv("TANDEM_REWARD__AUTH_TOKEN", "from-the-environment")  # as compose passes it
     assert main(args) == 0
-    assert token_server.authorization == ["Bearer from-the-config", "Bearer from-the-environment"]
+    assert reward_server.authorization == ["Bearer from-the-config", "Bearer from-the-environment"]
