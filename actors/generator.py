@@ -1,9 +1,10 @@
 """`Generator`: one generation actor's process, built from the config tree (the pool runs it under Ray).
 
 It owns a vLLM engine, its shard of the prompts, a reward client on a background event loop, the
-buffer and the weight subscriber. On construction it catches up to the newest published weights
-before anything is generated, so an actor that Ray restarted never produces samples from the
-initial (or any outdated) weights it booted with.
+buffer and the weight subscriber, and the policy's tokenizer for chat prompts, which it renders with
+the chat template before vLLM sees them (actors/rollout.py). On construction it catches up to the
+newest published weights before anything is generated, so an actor that Ray restarted never produces
+samples from the initial (or any outdated) weights it booted with.
 """
 
 import logging
@@ -13,14 +14,15 @@ from concurrent.futures import Future
 from actors.dead_letter import DeadLetterFile
 from actors.event_loop import BackgroundLoop
 from actors.reward_client import RewardClient, RewardItem, RewardOutcome
-from actors.rollout import RolloutSettings, RolloutWorker, StepOutcome
+from actors.rollout import RolloutSettings, RolloutWorker, StepOutcome, render_prompt, reward_item
 from actors.sampling import SamplingSettings
 from core.buffer import open_buffer
 from core.buffer.screening import model_limits
 from core.config import TandemConfig
 from core.gc_heap import freeze_startup_objects
-from core.prompts import open_prompt_source
+from core.prompts import FilePromptSource, PromptRecord, open_prompt_source
 from core.prompts.record import read_prompt_file
+from core.tokenization import ChatRenderer, load_tokenizer
 from core.weight_sync import open_subscriber
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,19 @@ class Generator:
         self.config = config
         self.actor_id = actor_id(config.run.name, index)
         actors = config.actors
+        # Prompts and their chat template first: a refusal should not wait for vLLM to start.
+        prompts = open_prompt_source(config, shard_index=index, num_shards=actors.num_actors)
+        eval_records = (
+            read_prompt_file(actors.eval_prompts, fields=actors.prompt_fields) if actors.eval_prompts else []
+        )
+        # The tokenizer vLLM loads from the same folder, for chat prompts: rendered here once (with the
+        # function offline ingest uses), so the engine, the samples and the learner share their ids.
+        renderer = ChatRenderer(load_tokenizer(config.model.path), config.model.path)
+        train_records = prompts.records if isinstance(prompts, FilePromptSource) else []
+        if _has_chat(train_records) or _has_chat(eval_records):
+            renderer.require_template()  # at start (naming the model), not at the first chat prompt
+        # Held-out prompts never change: rendered once for the whole run (a refusal fails the start).
+        eval_rendered = [render_prompt(record, renderer) for record in eval_records]
         self.engine = GenerationEngine(
             config.model.path,
             dtype=config.model.dtype,
@@ -66,7 +81,6 @@ class Generator:
             batch_size=actors.reward_batch_size,
             max_concurrency=actors.reward_concurrency,
         )
-        prompts = open_prompt_source(config, shard_index=index, num_shards=actors.num_actors)
         run_dir = config.run.run_dir
         self.worker = RolloutWorker(
             engine=self.engine,
@@ -93,8 +107,10 @@ class Generator:
                 limits=model_limits(config.model.path),  # poison groups go to dead letters, not the buffer
             ),
             cursor_file=run_dir / "actors" / f"{self.actor_id}.cursor.json",
+            renderer=renderer,
         )
-        self.eval_prompts = read_prompt_file(actors.eval_prompts) if actors.eval_prompts else []
+        self.eval_prompts = eval_records
+        self.eval_rendered = eval_rendered
         self._stop = threading.Event()
         self.worker.sync_weights()
         freeze_startup_objects()  # the engine, vLLM and torch: full collections would stall steps
@@ -119,6 +135,7 @@ class Generator:
         from actors.sampling import PromptRequest
 
         records = self.eval_prompts[:limit]
+        rendered = self.eval_rendered[:limit]
         if not records:
             raise ValueError("actors.eval_prompts is not set: there is nothing to evaluate on")
         self.worker.sync_weights()
@@ -127,12 +144,11 @@ class Generator:
         )
         with self.worker.engine_lock:
             version = self.engine.policy_version
-            groups = self.engine.generate(
-                [PromptRequest(r.prompt_id, r.prompt) for r in records], 1, sampling, self.actor_id
-            )
+            requests = [PromptRequest(r.prompt_id, p) for r, p in zip(records, rendered, strict=True)]
+            groups = self.engine.generate(requests, 1, sampling, self.actor_id)
         items = [
-            RewardItem(r.prompt, group[0].completion_text, r.reference, r.tests, r.metadata)
-            for r, group in zip(records, groups, strict=True)
+            reward_item(record, prompt, group[0].completion_text)
+            for record, prompt, group in zip(records, rendered, groups, strict=True)
         ]
         outcomes = self.loop.run(self.client.score(items))
         rewards = [o.reward for o in outcomes if o.reward is not None]
@@ -168,3 +184,7 @@ class Generator:
             finally:
                 self.loop.close()
                 self.engine.close()
+
+
+def _has_chat(records: list[PromptRecord]) -> bool:
+    return any(record.messages is not None for record in records)

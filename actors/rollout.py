@@ -18,6 +18,13 @@ So is a poison group, one the learner could not train on (a token id past the vo
 tokens than the model's positions: core/buffer/screening.py), checked against `settings.limits`.
 The prompt cursor is saved once a batch's put is answered, so a restarted actor continues its shard
 and a batch whose put was lost in a crash is generated again.
+
+A chat prompt (a record with `messages`) is rendered once per batch by the policy's chat template
+(`renderer`, core/tokenization.py): vLLM gets the rendered ids, which come back as the samples'
+`prompt_token_ids` (what the learner trains on); the reward server gets the rendered text as `prompt`
+and the messages in `metadata["messages"]`. A record the template refuses (or any chat record when the
+policy has no template: a live stream can bring one mid-run) is skipped with a warning and counted in
+`prompts_unrenderable`, rather than stopping the actor on every restart.
 """
 
 import json
@@ -39,12 +46,14 @@ from core.buffer import ExperienceBuffer, PutResult
 from core.buffer.screening import ModelLimits, poison_reason
 from core.prompts import PromptSource
 from core.prompts.file_source import PromptCursor
-from core.prompts.record import PromptRecord
+from core.prompts.record import PromptRecord, scoring_metadata
 from core.schemas import Sample, ScoredGroup
+from core.tokenization import ChatRenderer, ChatTemplateError, RenderedPrompt
 from core.weight_sync import WeightSubscriber
 
 log = logging.getLogger(__name__)
 
+Prompt = str | RenderedPrompt  # a text prompt as it is, or a chat prompt rendered by the template
 StepOutcome = Literal["generated", "backpressure", "stale_weights", "no_prompts"]
 
 
@@ -97,6 +106,7 @@ class RolloutStats:
     pauses_stale: int = 0
     reward_sum: float = 0.0
     rewards_counted: int = 0
+    prompts_unrenderable: int = 0  # chat prompts the policy's chat template could not render (skipped)
     started_at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, float | int | None]:
@@ -111,6 +121,7 @@ class RolloutStats:
 @dataclass
 class PendingBatch:
     prompts: list[PromptRecord]
+    rendered: list[Prompt]  # each record's prompt as generated from (rendered once, reused to rescore)
     samples: list[list[Sample]]
     outcomes: "Future[list[RewardOutcome]]"
     cursor_after: PromptCursor
@@ -135,8 +146,10 @@ class RolloutWorker:
         dead_letters: DeadLetterFile,
         settings: RolloutSettings,
         cursor_file: Path | None = None,
+        renderer: ChatRenderer | None = None,
     ) -> None:
         self.engine = engine
+        self.renderer = renderer  # None: no tokenizer at hand, so chat prompts cannot be rendered
         self.prompts = prompts
         self.scoring = scoring
         self.buffer = buffer
@@ -186,10 +199,15 @@ class RolloutWorker:
             self.drain()
             return "no_prompts"
         cursor_after = self.prompts.cursor
+        records, rendered = self._render(records)
+        if not records:  # every prompt of the batch was refused by the chat template
+            self.drain()
+            return "no_prompts"
+        requests = [PromptRequest(r.prompt_id, prompt) for r, prompt in zip(records, rendered, strict=True)]
         started = time.perf_counter()
         with self.engine_lock:
             samples = self.engine.generate(
-                [_request(record) for record in records],
+                requests,
                 n=self.settings.n_samples,
                 sampling=self.settings.sampling,
                 actor_id=self.settings.actor_id,
@@ -198,8 +216,9 @@ class RolloutWorker:
         flat = [sample for group in samples for sample in group]
         self.stats.samples_generated += len(flat)
         self.stats.tokens_generated += sum(len(s.completion_token_ids) for s in flat)
-        outcomes = self.scoring.submit(_items(records, samples))
-        previous, self._pending = self._pending, PendingBatch(records, samples, outcomes, cursor_after)
+        outcomes = self.scoring.submit(_items(records, rendered, samples))
+        pending = PendingBatch(records, rendered, samples, outcomes, cursor_after)
+        previous, self._pending = self._pending, pending
         # Finish the previous batch only now: its reward call ran while this batch generated. Its put
         # then runs while the next batch generates. The new batch is already held, so a failure here
         # leaves it for `close` rather than dropping its reward call.
@@ -207,6 +226,21 @@ class RolloutWorker:
             self._finish(previous)
         self.stats.batches += 1
         return "generated"
+
+    def _render(self, records: list[PromptRecord]) -> tuple[list[PromptRecord], list[Prompt]]:
+        """The records that can be generated for, with their prompts: text as it is, chat messages
+        rendered by the template; the ones it refuses are logged, counted and left out."""
+        kept: list[PromptRecord] = []
+        rendered: list[Prompt] = []
+        for record in records:
+            try:
+                rendered.append(render_prompt(record, self.renderer))
+            except ChatTemplateError as error:
+                self.stats.prompts_unrenderable += 1
+                log.warning("%s skipped prompt %s: %s", self.settings.actor_id, record.prompt_id, error)
+                continue
+            kept.append(record)
+        return kept, rendered
 
     def drain(self) -> None:
         """Wait for the batch in flight, push its groups (or dead-letter them), and wait for the push."""
@@ -275,19 +309,20 @@ class RolloutWorker:
         outcomes = self._rescore_failed(batch, batch.outcomes.result())
         good: list[ScoredGroup] = []
         cursor = 0
-        for record, group in zip(batch.prompts, batch.samples, strict=True):
+        for record, prompt, group in zip(batch.prompts, batch.rendered, batch.samples, strict=True):
             group_outcomes = outcomes[cursor : cursor + len(group)]
             cursor += len(group)
             group_id = f"{self.settings.actor_id}-{uuid.uuid4().hex[:16]}"
+            text = prompt_text(prompt)
             if not all(outcome.status == "ok" for outcome in group_outcomes):
-                self._dead_letter(group_id, record, group, group_outcomes)
+                self._dead_letter(group_id, record, text, group, group_outcomes)
                 continue
-            scored = _scored_group(group_id, record, group, group_outcomes)
+            scored = _scored_group(group_id, record, text, group, group_outcomes)
             poison = poison_reason(scored, self.settings.limits) if self.settings.limits else None
             if poison is None:
                 good.append(scored)
             else:  # never pushed: a learner would crash on it at every redelivery
-                self._dead_letter(group_id, record, group, group_outcomes, f"poison group: {poison}")
+                self._dead_letter(group_id, record, text, group, group_outcomes, f"poison group: {poison}")
         put = self._pusher.submit(self._put_then_save_cursor, good, batch.cursor_after)
         self._push = PendingPush(good, put)
 
@@ -302,7 +337,7 @@ class RolloutWorker:
         if all(outcome.status == "ok" for outcome in outcomes):
             return outcomes  # the usual case: nothing to rebuild the items for
         outcomes = list(outcomes)
-        items = _items(batch.prompts, batch.samples)
+        items = _items(batch.prompts, batch.rendered, batch.samples)
         outcomes = self._wait_out_outage(items, outcomes)
         for _ in range(self.settings.item_retries):
             failed = [index for index, outcome in enumerate(outcomes) if outcome.status != "ok"]
@@ -337,6 +372,7 @@ class RolloutWorker:
         self,
         group_id: str,
         record: PromptRecord,
+        text: str,
         group: list[Sample],
         outcomes: list[RewardOutcome],
         reason: str | None = None,
@@ -349,7 +385,7 @@ class RolloutWorker:
             )
         self.dead_letters.write(
             group_id,
-            record.prompt,
+            text,
             record.reference,
             record.tests,
             [FailedSample(s, o.status, o.error, o.reward) for s, o in zip(group, outcomes, strict=True)],
@@ -367,25 +403,46 @@ class RolloutWorker:
         os.replace(temporary, self.cursor_file)
 
 
-def _request(record: PromptRecord) -> PromptRequest:
-    return PromptRequest(record.prompt_id, record.prompt)
+def render_prompt(record: PromptRecord, renderer: ChatRenderer | None) -> Prompt:
+    """What to generate from: a text prompt as it is (vLLM's tokenisation of it, core/tokenization.py),
+    a chat prompt rendered by the policy's template (ChatTemplateError when it cannot be)."""
+    if record.messages is None:
+        assert record.prompt is not None  # a record holds one of the two
+        return record.prompt
+    if renderer is None:
+        raise ChatTemplateError("chat prompts need the policy's chat template, and no tokenizer was given")
+    return renderer(record.messages)
 
 
-def _items(records: list[PromptRecord], samples: list[list[Sample]]) -> list[RewardItem]:
+def prompt_text(prompt: Prompt) -> str:
+    """The prompt as text: a chat prompt's rendered text, which is what the policy saw."""
+    return prompt.text if isinstance(prompt, RenderedPrompt) else prompt
+
+
+def reward_item(record: PromptRecord, prompt: Prompt, completion: str) -> RewardItem:
+    """The reward server's view of one completion: the prompt's text, and a chat prompt's messages in
+    the metadata (core.prompts.record.scoring_metadata)."""
+    metadata = scoring_metadata(record.metadata, record.messages)
+    return RewardItem(prompt_text(prompt), completion, record.reference, record.tests, metadata)
+
+
+def _items(
+    records: list[PromptRecord], prompts: list[Prompt], samples: list[list[Sample]]
+) -> list[RewardItem]:
     """One reward item per sample, flattened prompt by prompt."""
     return [
-        RewardItem(record.prompt, sample.completion_text, record.reference, record.tests, record.metadata)
-        for record, group in zip(records, samples, strict=True)
+        reward_item(record, prompt, sample.completion_text)
+        for record, prompt, group in zip(records, prompts, samples, strict=True)
         for sample in group
     ]
 
 
 def _scored_group(
-    group_id: str, record: PromptRecord, group: list[Sample], outcomes: list[RewardOutcome]
+    group_id: str, record: PromptRecord, text: str, group: list[Sample], outcomes: list[RewardOutcome]
 ) -> ScoredGroup:
     return ScoredGroup(
         group_id=group_id,
-        prompt=record.prompt,
+        prompt=text,
         prompt_token_ids=group[0].prompt_token_ids,
         samples=group,
         rewards=[outcome.reward for outcome in outcomes],

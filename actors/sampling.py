@@ -3,6 +3,8 @@ rollout loop and its tests can use these without starting an engine)."""
 
 from dataclasses import dataclass
 
+from core.tokenization import RenderedPrompt
+
 
 @dataclass(frozen=True)
 class SamplingSettings:
@@ -18,4 +20,4 @@ class SamplingSettings:
 @dataclass(frozen=True)
 class PromptRequest:
     prompt_id: str
-    prompt: str
+    prompt: str | RenderedPrompt  # text, or a chat prompt already rendered to ids (core/tokenization.py)

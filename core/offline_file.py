@@ -2,21 +2,26 @@
 
 Each line: {"prompt": str, "completions": [str, ...], "rewards": [number, ...]?, "reference": str?,
 "prompt_id": str?, "policy_version": int? (default 0), "source": str? (default "offline"),
-"prompt_token_ids": [int]?, "completion_token_ids": [[int], ...]?, "truncated": bool | [bool, ...]?}.
-Errors name the file, line and field. Tokenised completions end with EOS, as an actor's sample that
-ended on its own does, unless marked `truncated` (cut off before their end: no EOS); a list marks
-each completion. Numbers must fit what the pipeline stores: finite float rewards, and a
-`policy_version` below 2**63 (the learner's int64 tensors).
+"prompt_token_ids": [int]?, "completion_token_ids": [[int], ...]?, "truncated": bool | [bool, ...]?},
+where a chat prompt gives "messages": [{"role": str, "content": str}, ...] instead of "prompt" (the
+policy's chat template renders it, as the actors do). Errors name the file, line and field.
+Tokenised completions end with EOS, as an actor's sample that ended on its own does, unless marked
+`truncated` (cut off before their end: no EOS); a list marks each completion. Numbers must fit what
+the pipeline stores: finite float rewards, and a `policy_version` below 2**63 (the learner's int64
+tensors).
 
-Standard library only, apart from `core.buffer` (whose package imports torch through the wire records):
-`tandem train` checks every offline line here before anything heavy starts (preflight), and
-`core.buffer.ingest` turns the parsed lines into groups.
+Standard library and `core.prompts.record` (the rules for chat messages) only, not `core.buffer`
+(whose package imports torch through the wire records): `tandem train` checks every offline line
+here before anything heavy starts (preflight), and `core.buffer.ingest` turns the parsed lines into
+groups.
 """
 
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
+from core.prompts.record import ChatMessage, messages_problem
 
 
 class IngestError(ValueError):
@@ -27,7 +32,7 @@ class IngestError(ValueError):
 class OfflineLine:
     where: str  # "FILE:LINE", for messages
     prompt_id: str
-    prompt: str
+    prompt: str | None  # None: a chat prompt, in `messages`
     completions: list[str]
     rewards: list[float] | None
     reference: str | None
@@ -36,11 +41,12 @@ class OfflineLine:
     prompt_token_ids: list[int] | None
     completion_token_ids: list[list[int]] | None
     truncated: list[bool] | None = None  # per completion: cut off before its end (no EOS); None: none
+    messages: list[ChatMessage] | None = None  # a chat prompt, rendered by the policy's chat template
 
 
 _FIELDS = {
     "prompt", "completions", "rewards", "reference", "prompt_id", "policy_version", "source",
-    "prompt_token_ids", "completion_token_ids", "truncated",
+    "prompt_token_ids", "completion_token_ids", "truncated", "messages",
 }  # fmt: skip
 MAX_POLICY_VERSION = 2**63 - 1  # the learner keeps versions in int64 tensors
 
@@ -73,9 +79,14 @@ def _parse_line(where: str, default_id: str, text: str) -> OfflineLine:
     def fail(field: str, expected: str) -> IngestError:
         return IngestError(f"{where}: field '{field}' must be {expected}")
 
-    prompt, completions = data.get("prompt"), data.get("completions")
-    if not isinstance(prompt, str) or not prompt:
+    prompt, completions, messages = data.get("prompt"), data.get("completions"), data.get("messages")
+    if prompt is not None and messages is not None:
+        raise IngestError(f"{where}: give field 'prompt' or field 'messages', not both")
+    if messages is None and (not isinstance(prompt, str) or not prompt):
         raise fail("prompt", "a non-empty string")
+    problem = messages_problem(messages) if messages is not None else None
+    if problem is not None:
+        raise fail("messages", problem)
     if (
         not isinstance(completions, list)
         or len(completions) < 2
@@ -126,6 +137,7 @@ def _parse_line(where: str, default_id: str, text: str) -> OfflineLine:
         prompt_token_ids=prompt_ids,
         completion_token_ids=completion_ids,
         truncated=truncated if any(truncated) else None,
+        messages=[{"role": m["role"], "content": m["content"]} for m in messages] if messages else None,
     )
 
 

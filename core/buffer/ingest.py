@@ -5,7 +5,11 @@ Each line: {"prompt": str, "completions": [str, ...], "rewards": [number, ...]?,
 "prompt_token_ids": [int]?, "completion_token_ids": [[int], ...]?, "truncated": bool?} (the format:
 core/offline_file.py). Lines without token ids are tokenised with the policy's tokenizer exactly as
 the actors tokenise (core/tokenization.py: the prompt with its BOS, the completion ending with EOS
-unless `truncated`), so an offline row's log-prob is that of a whole sample, not of a prefix. Lines
+unless `truncated`), so an offline row's log-prob is that of a whole sample, not of a prefix. A chat
+line (`messages` instead of `prompt`) is rendered by the policy's chat template with the function the
+actors use (`render_chat`): its ids are the row's prompt ids (unless the line gives its own), its text
+is the group's prompt and what the reward server scores, with the messages in the item's metadata.
+Lines
 without rewards are scored by the reward server (`POST /v1/score`, batched across lines), and an item
 it fails to score fails the ingest (never a silent 0). Behaviour log-probs are unknown for offline
 data (None). The whole file is parsed, tokenised and scored before anything is written, then written
@@ -28,8 +32,17 @@ from core.buffer.screening import ModelLimits, model_limits, poison_reason
 
 # The line format lives in a torch-free module (preflight reads it before torch); re-exported here.
 from core.offline_file import IngestError, OfflineLine, is_number, parse_offline_file
+from core.prompts.record import ChatMessage, scoring_metadata
 from core.schemas import Sample, ScoredGroup
-from core.tokenization import TextTokenizer, completion_token_ids, load_tokenizer, prompt_token_ids
+from core.tokenization import (
+    ChatTemplateError,
+    ChatTokenizer,
+    RenderedPrompt,
+    completion_token_ids,
+    load_tokenizer,
+    prompt_token_ids,
+    render_chat,
+)
 
 log = logging.getLogger(__name__)
 # items [{"prompt", "completion", "reference"}] -> results [{"reward", "status", "scores", "error"}]
@@ -54,13 +67,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class OfflineTokenizer:
-    """The policy's tokenizer for offline lines, and the model's limits when its directory has them."""
+    """The policy's tokenizer for offline lines, and the model's limits when its directory has them;
+    `model` names it in errors (a chat line for a tokenizer without a chat template)."""
 
-    tokenizer: TextTokenizer
+    tokenizer: ChatTokenizer
     limits: ModelLimits | None = None
+    model: str = "the policy"
 
-    def prompt(self, text: str) -> list[int]:
+    def prompt(self, text: "str | RenderedPrompt") -> list[int]:
         return prompt_token_ids(self.tokenizer, text)
+
+    def chat(self, messages: list[ChatMessage]) -> RenderedPrompt:
+        return render_chat(self.tokenizer, messages, self.model)
 
     def completion(self, text: str, truncated: bool) -> list[int]:
         return completion_token_ids(self.tokenizer, text, truncated)
@@ -108,13 +126,14 @@ def prepare_offline_groups(
     for line in lines:
         if line.rewards is None and score is None:
             raise IngestError(f"{line.where}: field 'rewards' missing and no --reward-url to score it")
-    token_ids = [_token_ids(line, tokenizer) for line in lines]
-    scored = _score_unrewarded(lines, score) if score is not None else {}
+    texts = [_prompt_text(line, tokenizer) for line in lines]
+    token_ids = [_token_ids(line, text, tokenizer) for line, text in zip(lines, texts, strict=True)]
+    scored = _score_unrewarded(lines, texts, score) if score is not None else {}
     batch = OfflineBatch(groups=[])
-    for line, (prompt_ids, completion_ids) in zip(lines, token_ids, strict=True):
+    for line, text, (prompt_ids, completion_ids) in zip(lines, texts, token_ids, strict=True):
         rewards, details = scored.get(line.where) or (line.rewards or [], [{} for _ in line.completions])
         try:
-            group = _group(line, prompt_ids, completion_ids, rewards, details)
+            group = _group(line, _plain(text), prompt_ids, completion_ids, rewards, details)
         except (ValueError, OverflowError) as error:  # a record the wire format refuses, named by line
             raise IngestError(f"{line.where}: {error}") from None
         reason = poison_reason(group, limits) if limits is not None else None
@@ -128,6 +147,7 @@ def prepare_offline_groups(
 
 def _group(
     line: OfflineLine,
+    prompt: str,
     prompt_ids: list[int],
     completion_ids: list[list[int]],
     rewards: list[float],
@@ -140,7 +160,7 @@ def _group(
     ]
     return ScoredGroup(
         group_id=f"{line.source}:{line.prompt_id}",
-        prompt=line.prompt,
+        prompt=prompt,
         prompt_token_ids=prompt_ids,
         samples=samples,
         rewards=list(rewards),
@@ -151,14 +171,33 @@ def _group(
     )
 
 
-def _token_ids(line: OfflineLine, tokenizer: OfflineTokenizer | None) -> tuple[list[int], list[list[int]]]:
+def _prompt_text(line: OfflineLine, tokenizer: OfflineTokenizer | None) -> "str | RenderedPrompt":
+    """The line's prompt text, or its messages rendered once by the chat template (text and ids)."""
+    if line.messages is None:
+        assert line.prompt is not None  # the parser gives one of the two
+        return line.prompt
+    if tokenizer is None:
+        raise IngestError(f"{line.where}: field 'messages' needs the chat template: give --tokenizer")
+    try:
+        return tokenizer.chat(line.messages)
+    except ChatTemplateError as error:
+        raise IngestError(f"{line.where}: {error}") from None
+
+
+def _plain(prompt: "str | RenderedPrompt") -> str:
+    return prompt.text if isinstance(prompt, RenderedPrompt) else prompt
+
+
+def _token_ids(
+    line: OfflineLine, prompt: "str | RenderedPrompt", tokenizer: OfflineTokenizer | None
+) -> tuple[list[int], list[list[int]]]:
     if line.prompt_token_ids is not None and line.completion_token_ids is not None:
         return line.prompt_token_ids, line.completion_token_ids  # as given: the line's author decides EOS
     if tokenizer is None:
         raise IngestError(f"{line.where}: no 'prompt_token_ids' in the line and no --tokenizer given")
     truncated = line.truncated or [False] * len(line.completions)
     try:
-        return tokenizer.prompt(line.prompt), [
+        return tokenizer.prompt(prompt), [
             tokenizer.completion(text, cut) for text, cut in zip(line.completions, truncated, strict=True)
         ]
     except ValueError as error:
@@ -202,19 +241,18 @@ def write_dead_letters(rejected: list[Rejected], path: Path) -> Path:
 
 
 def _score_unrewarded(
-    lines: list[OfflineLine], score: Score
+    lines: list[OfflineLine], prompts: list["str | RenderedPrompt"], score: Score
 ) -> dict[str, tuple[list[float], list[dict[str, float]]]]:
-    """Rewards and per-scorer details of the lines without rewards, keyed by `where`."""
+    """Rewards and per-scorer details of the lines without rewards, keyed by `where`; a chat line is
+    scored on its rendered text, as the actors score theirs."""
+    texts = {line.where: _plain(prompt) for line, prompt in zip(lines, prompts, strict=True)}
     items = [
         (line, index) for line in lines if line.rewards is None for index in range(len(line.completions))
     ]
     results: list[dict[str, Any]] = []
     for start in range(0, len(items), SCORE_BATCH):
         chunk = items[start : start + SCORE_BATCH]
-        request = [
-            {"prompt": line.prompt, "completion": line.completions[i], "reference": line.reference}
-            for line, i in chunk
-        ]
+        request = [_score_item(line, texts[line.where], line.completions[i]) for line, i in chunk]
         reply = score(request)
         if len(reply) != len(request):
             raise IngestError(f"the reward server answered {len(reply)} results for {len(request)} items")
@@ -232,12 +270,20 @@ def _score_unrewarded(
     return scored
 
 
+def _score_item(line: OfflineLine, prompt: str, completion: str) -> dict[str, Any]:
+    item: dict[str, Any] = {"prompt": prompt, "completion": completion, "reference": line.reference}
+    metadata = scoring_metadata({}, line.messages)
+    if metadata:
+        item["metadata"] = metadata
+    return item
+
+
 def hf_tokenizer(directory: Path) -> OfflineTokenizer:
     """The Hugging Face tokenizer in `directory`, tokenising as the actors do; with the model's limits
     when `directory` is a model directory (has config.json), so its poison lines are screened."""
     directory = Path(directory)
     limits = model_limits(directory) if (directory / "config.json").is_file() else None
-    return OfflineTokenizer(load_tokenizer(directory), limits)
+    return OfflineTokenizer(load_tokenizer(directory), limits, str(directory))
 
 
 def http_scorer(base_url: str, token: str | None = None) -> Score:

@@ -3,9 +3,13 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from core.config.base import Section
+
+# Tandem's prompt record fields (core/prompts/record.py KNOWN_FIELDS; not imported: core.prompts
+# imports the config package).
+PromptField = Literal["prompt_id", "prompt", "messages", "reference", "tests", "metadata"]
 
 
 class ActorsConfig(Section):
@@ -33,8 +37,16 @@ class ActorsConfig(Section):
     """Stop strings; generation ends before them (end-of-sequence always stops)."""
 
     train_prompts: Path = Path("models/tiny-arith/prompts/train.jsonl")
-    """JSONL of training prompts: one object per line with `prompt`, `prompt_id` and optional
-    `reference`, `tests`, `metadata`."""
+    """Training prompts: a JSONL file (one object per line), a Parquet file (`.parquet`, `.pq`) or a
+    Hugging Face `datasets` folder (`Dataset.save_to_disk`), one record per line or row with `prompt`
+    (text) or `messages` (a list of `{role, content}`, rendered by the policy's chat template),
+    optional `prompt_id`, `reference`, `tests`, `metadata`; columns renamed by `prompt_fields`."""
+
+    prompt_fields: dict[PromptField, str] = Field(default_factory=dict)
+    """The prompt files' column for each of Tandem's record fields, e.g. `{prompt: question,
+    reference: answer}`, for `train_prompts`, `eval_prompts` and `tandem prompts push`; fields not
+    named keep their own names. Empty: every field by its own name, and any other field is an error;
+    with a mapping the files' other columns are ignored."""
 
     prompt_source: Literal["file", "redis"] = "file"
     """Where training prompts come from: `file` reads `train_prompts` (epochs, seeded order, sharded);
@@ -48,7 +60,8 @@ class ActorsConfig(Section):
     """Redis stream key of the live prompts; None: `tandem:<run.name>:prompts`."""
 
     eval_prompts: Path | None = Path("models/tiny-arith/prompts/eval.jsonl")
-    """JSONL of held-out prompts scored at start and every `learner.eval_every` steps; None: no eval."""
+    """Held-out prompts, in any format of `train_prompts`, scored at start and every
+    `learner.eval_every` steps; None: no eval."""
 
     num_cpus: float = Field(1.0, gt=0)
     """CPUs Ray reserves for each actor."""
@@ -83,3 +96,19 @@ class ActorsConfig(Section):
     pause_s: float = Field(0.5, gt=0)
     """How long an actor waits before checking again while the buffer's backlog is at its high-water
     mark or its weights are more than `buffer.max_staleness` versions behind the learner."""
+
+    cpu_affinity: list[int] | None = Field(None, min_length=1)
+    """CPU ids each actor process (and the vLLM engine processes it starts) may run on, e.g. `[0]`;
+    None: no pinning. Pinned, the process uses one thread per listed CPU (torch, OpenMP, MKL) and vLLM's
+    CPU worker binds its OpenMP threads to exactly these CPUs (`VLLM_CPU_OMP_THREADS_BIND`), so actors
+    and a learner pinned elsewhere do not compete for cores. An id this machine does not offer the
+    actor is an error naming it, at actor start."""
+
+    @field_validator("prompt_fields")
+    @classmethod
+    def _columns_named(cls, fields: dict[str, str]) -> dict[str, str]:
+        # pydantic checks the keys (PromptField); an empty column name would match no column.
+        empty = sorted(name for name, column in fields.items() if not column)
+        if empty:
+            raise ValueError(f"the column of {empty} must be a non-empty string")
+        return fields

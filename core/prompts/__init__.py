@@ -1,11 +1,12 @@
-"""Prompt sources for the generation actors: records, a deterministic resumable file source, a live
-Redis stream source, and `open_prompt_source`, which picks one from the config."""
+"""Prompt sources for the generation actors: records (text or chat messages) read from JSONL, Parquet
+or `datasets` folders, a deterministic resumable file source, a live Redis stream source, and
+`open_prompt_source`, which picks one from the config."""
 
 from typing import Protocol
 
 from core.config import TandemConfig
 from core.prompts.file_source import FilePromptSource, PromptCursor
-from core.prompts.record import PromptFileError, PromptRecord, read_prompt_file
+from core.prompts.record import ChatMessage, FieldMap, PromptFileError, PromptRecord, read_prompt_file
 
 
 class PromptSource(Protocol):
@@ -30,7 +31,11 @@ def open_prompt_source(config: TandemConfig, shard_index: int, num_shards: int) 
     actors = config.actors
     if actors.prompt_source == "file":
         return FilePromptSource.from_file(
-            actors.train_prompts, seed=config.run.seed, shard_index=shard_index, num_shards=num_shards
+            actors.train_prompts,
+            fields=actors.prompt_fields,
+            seed=config.run.seed,
+            shard_index=shard_index,
+            num_shards=num_shards,
         )
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index {shard_index} outside 0..{num_shards - 1}")
@@ -43,6 +48,8 @@ def open_prompt_source(config: TandemConfig, shard_index: int, num_shards: int) 
 
 
 __all__ = [
+    "ChatMessage",
+    "FieldMap",
     "FilePromptSource",
     "PromptCursor",
     "PromptFileError",

@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.prompts.record import PromptRecord, read_prompt_file
+from core.prompts.record import FieldMap, PromptRecord, read_prompt_file
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,9 @@ class FilePromptSource:
         self._order: list[int] = []
 
     @classmethod
-    def from_file(cls, path: Path, **kwargs: object) -> "FilePromptSource":
-        return cls(read_prompt_file(path), **kwargs)  # type: ignore[arg-type]
+    def from_file(cls, path: Path, fields: FieldMap | None = None, **kwargs: object) -> "FilePromptSource":
+        """The records of a prompt file in any format `read_prompt_file` reads, columns mapped by `fields`."""
+        return cls(read_prompt_file(path, fields=fields), **kwargs)  # type: ignore[arg-type]
 
     def next_batch(self, size: int) -> list[PromptRecord]:
         """The next `size` prompts of this shard, crossing into the next epoch when one ends."""

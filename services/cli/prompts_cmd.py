@@ -2,7 +2,11 @@
 
 Both reach the stream of `actors.prompt_redis_url` / `actors.prompt_stream` (default
 `tandem:<run.name>:prompts`) of the config given by `--config`/`--set`. A push reads and validates
-all its input first, with the rules of prompt files, so a bad line pushes nothing. redis is imported
+all its input first, with the rules of prompt files, so a bad line pushes nothing. It takes what
+prompt files may be (JSONL, Parquet, a `datasets` folder; standard input is JSONL) with the config's
+`actors.prompt_fields`, which `--field PROMPT_FIELD=COLUMN` overrides field by field; the stream gets
+Tandem's own field names. Chat prompts (`messages`) are refused when the config's model has no chat
+template (when its folder is at hand), since the actors could not render them. redis is imported
 inside the handlers.
 """
 
@@ -13,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from core.prompts import PromptFileError, prompt_stream_key, read_prompt_file
-from core.prompts.record import PromptRecord, read_prompt_lines
+from core.prompts.record import FieldMap, PromptRecord, check_field_map, read_prompt_lines
 from core.redaction import redact_url
+from core.tokenization import has_chat_template
 from services.cli.common import add_config_arguments, config_from_args
 
 
@@ -24,12 +29,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     push = actions.add_parser(
         "push",
-        help="append JSONL prompts (one object per line, as in prompt files) to the run's stream",
+        help="append prompts (a prompt file: JSONL, Parquet or a datasets folder) to the run's stream",
     )
-    push.add_argument("file", help="JSONL prompt file, or - for standard input")
+    push.add_argument("file", help="prompt file (JSONL, .parquet, datasets folder), or - for JSONL on stdin")
     push.add_argument(
         "--id-prefix",
         help="prompt_id of lines without one: <prefix>-<line>; default the file stem, or `stdin`",
+    )
+    push.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="read Tandem's FIELD (prompt, messages, reference, ...) from COLUMN; repeatable; "
+        "overrides actors.prompt_fields",
     )
     add_config_arguments(push, required=False)
     push.set_defaults(handler=push_prompts)
@@ -43,9 +56,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def push_prompts(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     try:
-        records = _read_input(args.file, args.id_prefix)  # all of it, before Redis is touched
-    except PromptFileError as error:
+        fields = check_field_map(config.actors.prompt_fields | parse_field_options(args.field))
+        records = _read_input(args.file, args.id_prefix, fields)  # all of it, before Redis is touched
+    except (PromptFileError, ValueError) as error:
         print(f"tandem prompts push: {error}; nothing pushed", file=sys.stderr)
+        return 2
+    chat = next((record for record in records if record.messages is not None), None)
+    model = config.model.path
+    # A feeder may run where the model is not: only a model folder at hand can be checked.
+    if chat is not None and model.is_dir() and not has_chat_template(model):
+        print(
+            f"tandem prompts push: prompt {chat.prompt_id!r} has 'messages' but the tokenizer of "
+            f"{model} (model.path) has no chat template to render them; nothing pushed",
+            file=sys.stderr,
+        )
         return 2
     if config.actors.prompt_source != "redis":
         print(
@@ -63,10 +87,21 @@ def push_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_input(file: str, id_prefix: str | None) -> list[PromptRecord]:
+def parse_field_options(options: list[str]) -> dict[str, str]:
+    """`--field FIELD=COLUMN` options as a map; a ValueError names an option without `=`."""
+    fields: dict[str, str] = {}
+    for option in options:
+        name, sep, column = option.partition("=")
+        if not sep:
+            raise ValueError(f"--field {option!r}: expected FIELD=COLUMN, e.g. prompt=question")
+        fields[name.strip()] = column.strip()
+    return fields
+
+
+def _read_input(file: str, id_prefix: str | None, fields: FieldMap) -> list[PromptRecord]:
     if file == "-":
-        return read_prompt_lines(sys.stdin, "<stdin>", id_prefix or "stdin")
-    return read_prompt_file(Path(file), id_prefix)
+        return read_prompt_lines(sys.stdin, "<stdin>", id_prefix or "stdin", fields)
+    return read_prompt_file(Path(file), id_prefix, fields)
 
 
 def show_stats(args: argparse.Namespace) -> int:

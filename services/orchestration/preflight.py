@@ -8,7 +8,9 @@ and the run directory is probed for writing. The first problem raises `Preflight
 `ConfigError`, which the CLI prints as one line naming the config key and the file (exit code 2).
 
 Standard library and `core/` only (no torch, Ray, vLLM, DeepSpeed, redis-py), so bad input is reported
-in about a second and a good one costs a few milliseconds per file.
+in about a second and a good one costs a few milliseconds per file; Parquet files and `datasets`
+folders bring in pyarrow and `datasets` (about a second more), JSONL nothing. Chat prompts are checked
+against the model's files for a chat template, without loading its tokenizer.
 """
 
 import json
@@ -24,8 +26,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from core.config import ConfigError, TandemConfig
 from core.config.reward import EntailmentScorerConfig, RewardModelScorerConfig
 from core.offline_file import IngestError, parse_offline_file
-from core.prompts.record import PromptFileError, read_prompt_file
+from core.prompts.record import FieldMap, PromptFileError, read_prompt_file
 from core.redaction import redact_url
+from core.tokenization import has_chat_template
 
 # What transformers and vLLM load a model's weights from (single file, shards, or their index).
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "*.bin.index.json")
@@ -70,10 +73,18 @@ def check_writable_dir(directory: Path, key: str) -> None:
         raise PreflightError(f"{key}: {directory} is not writable ({error.strerror or error})") from None
 
 
-def check_prompt_file(path: Path, key: str, min_prompts: int = 1) -> int:
-    """Every line of a prompt file parses into a prompt; returns how many there are."""
+def check_prompt_file(
+    path: Path,
+    key: str,
+    min_prompts: int = 1,
+    fields: FieldMap | None = None,
+    model: Path | None = None,
+) -> int:
+    """Every line or row of a prompt file (JSONL, Parquet, `datasets` folder; columns mapped by
+    `fields`) parses into a prompt, and chat prompts have a chat template in `model` to render them;
+    returns how many prompts there are."""
     try:
-        records = read_prompt_file(path)
+        records = read_prompt_file(path, fields=fields)
     except PromptFileError as error:
         raise PreflightError(f"{key}: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -82,7 +93,20 @@ def check_prompt_file(path: Path, key: str, min_prompts: int = 1) -> int:
         raise PreflightError(
             f"{key}: {path} holds {len(records)} prompt(s), fewer than the {min_prompts} actors that share it"
         )
+    chat = next((record for record in records if record.messages is not None), None)
+    if model is not None and chat is not None:
+        check_chat_template(model, f"{key}: {path} (prompt {chat.prompt_id!r})")
     return len(records)
+
+
+def check_chat_template(model: Path, what: str) -> None:
+    """`model`'s tokenizer has a chat template for the chat prompts (`messages`) that `what` names."""
+    if not has_chat_template(model):
+        raise PreflightError(
+            f"{what} has chat prompts ('messages') but the tokenizer of {model} has no chat template "
+            "to render them: give text prompts ('prompt'), or a model whose tokenizer_config.json has "
+            "a 'chat_template' (or a chat_template.jinja)"
+        )
 
 
 def check_model_dir(path: Path, key: str, tokenizer: bool = True) -> None:
@@ -114,15 +138,21 @@ def check_scorer_models(config: TandemConfig) -> None:
             check_model_dir(scorer.path, f"reward.scorers.{index}.path ({scorer.name})")
 
 
-def check_offline_files(paths: Iterable[Path], key: str = "buffer.offline_files") -> None:
-    """Every line of every offline file is a valid offline group (the format of `tandem ingest`)."""
+def check_offline_files(
+    paths: Iterable[Path], key: str = "buffer.offline_files", model: Path | None = None
+) -> None:
+    """Every line of every offline file is a valid offline group (the format of `tandem ingest`), and
+    lines with chat `messages` but no token ids have a chat template in `model` to render them."""
     for index, path in enumerate(paths):
         try:
-            parse_offline_file(path)
+            lines = parse_offline_file(path)
         except IngestError as error:
             raise PreflightError(f"{key}.{index}: {error}") from None
         except (OSError, UnicodeDecodeError) as error:
             raise PreflightError(f"{key}.{index}: {path}: cannot read ({error})") from None
+        chat = next((line for line in lines if line.messages and line.prompt_token_ids is None), None)
+        if model is not None and chat is not None:
+            check_chat_template(model, f"{key}.{index}: {chat.where}")
 
 
 def check_redis(url: str, key: str, timeout_s: float = REDIS_TIMEOUT_S) -> None:
@@ -289,12 +319,20 @@ def preflight_train(config: TandemConfig, resume: bool = False) -> None:
     _check_learner_files(config, resume)
     if actors.prompt_source == "file":
         # Each actor reads its own shard of the file, so the file needs a prompt for every actor.
-        check_prompt_file(actors.train_prompts, "actors.train_prompts", min_prompts=actors.num_actors)
+        check_prompt_file(
+            actors.train_prompts,
+            "actors.train_prompts",
+            min_prompts=actors.num_actors,
+            fields=actors.prompt_fields,
+            model=config.model.path,
+        )
     if actors.eval_prompts is not None:
-        check_prompt_file(actors.eval_prompts, "actors.eval_prompts")
+        check_prompt_file(
+            actors.eval_prompts, "actors.eval_prompts", fields=actors.prompt_fields, model=config.model.path
+        )
     if config.reward.url is None:  # embedded: this process loads the scorers (a remote server its own)
         check_scorer_models(config)
-    check_offline_files(config.buffer.offline_files)
+    check_offline_files(config.buffer.offline_files, model=config.model.path)
     if config.reward.url is not None:
         check_reward_server(config.reward.url, config.reward.auth_token)
     if config.buffer.kind == "redis":
@@ -305,6 +343,7 @@ def preflight_train(config: TandemConfig, resume: bool = False) -> None:
 
 __all__ = [
     "PreflightError",
+    "check_chat_template",
     "check_model_dir",
     "check_offline_files",
     "check_prompt_file",
