@@ -3,7 +3,8 @@ the buffer deliveries the checkpoint covers, plus a Hugging Face export (`hf/`) 
 vLLM load directly.
 
 Layout: <run_dir>/checkpoints/step-00000050/{...deepspeed files..., hf/, tandem_state.json}
-and DeepSpeed's `latest` file naming the newest tag (unused: loads name their tag).
+and DeepSpeed's `latest` file naming the newest tag (unused: loads name their tag). A LoRA policy
+(`model.lora`) exports the merged model as `hf/` and the adapter alone as `hf-adapter/` beside it.
 
 Durability: every file of a checkpoint and every directory on its path is fsynced before
 `tandem_state.json` (the completion marker) is renamed into place, and the marker's directory after
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from learner import engine as ds
+from learner.lora import is_lora, save_lora_export
 
 log = logging.getLogger(__name__)
 MARKER = "tandem_state.json"
@@ -78,7 +80,10 @@ def save_checkpoint(
     with ds.full_parameters(engine):
         if leader:
             export = root / tag / "hf"
-            engine.module.save_pretrained(export, safe_serialization=True)
+            if is_lora(engine.module):  # the merged model here, the adapter beside it (hf-adapter/)
+                save_lora_export(engine.module, export)
+            else:
+                engine.module.save_pretrained(export, safe_serialization=True)
             for name in TOKENIZER_FILES:
                 if (tokenizer_dir / name).is_file():
                     shutil.copy2(tokenizer_dir / name, export / name)

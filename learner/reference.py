@@ -1,4 +1,6 @@
 """The frozen reference model: separate weights, no optimizer state, log-probs cached per sample.
+With LoRA (`model.lora`) it is the policy module itself with its adapter switched off
+(`ReferenceModel.of_module`, learner/lora.py), so no second copy of the weights is held.
 
 A group replayed many times costs one reference forward pass: the cache key is (group id, sample index,
 hash of the row's tokens), which stays the same for a group's whole life in the buffer.
@@ -23,9 +25,23 @@ class ReferenceModel:
         cache_size: int = 200_000,
         device: str | torch.device = "cpu",
     ):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        model.requires_grad_(False)
+        self._hold(model, device, cache_size)
+
+    @classmethod
+    def of_module(
+        cls, model: torch.nn.Module, cache_size: int = 200_000, device: str | torch.device = "cpu"
+    ) -> "ReferenceModel":
+        """A reference computed by a module already in memory (a LoRA policy with its adapter off):
+        nothing is loaded or copied, and the module's parameters are left as they are."""
+        reference = cls.__new__(cls)
+        reference._hold(model, device, cache_size)
+        return reference
+
+    def _hold(self, model: torch.nn.Module, device: str | torch.device, cache_size: int) -> None:
         self.device = torch.device(device)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
-        self.model.requires_grad_(False)
+        self.model = model
         self.cache: dict[RowKey, float] = {}
         self.cache_size = cache_size
         self.hits = self.misses = 0

@@ -34,6 +34,7 @@ from learner import engine as ds
 from learner.checkpoint import LearnerState, load_checkpoint, save_checkpoint
 from learner.data_parallel import Ranks, broadcast_int, order_for_ranks, share_groups
 from learner.ledger import LEDGER, Ledger
+from learner.lora import AdapterOff, apply_lora, merged_state_dict
 from learner.reference import ReferenceModel
 from learner.step import needs_behaviour_logprobs, row_sources, screen_groups, train_step
 
@@ -58,14 +59,21 @@ class Learner:
         dtype = DTYPES[config.model.dtype]
         policy = AutoModelForCausalLM.from_pretrained(config.model.path, dtype=dtype)
         self.pad_token_id = int(policy.config.pad_token_id if policy.config.pad_token_id is not None else 0)
+        if config.model.lora is not None:  # only the adapter trains (learner/lora.py)
+            policy = apply_lora(policy, config.model.lora)
         self.engine = ds.create_engine(policy, config.learner)
         self.ranks = Ranks.current()
         if self.ranks.leader and (buffer is None or publisher is None):
             raise ValueError("learner rank 0 needs the experience buffer and the weight publisher")
         self.buffer, self.publisher = buffer, publisher
-        self.reference = ReferenceModel(
-            config.model.ref_path or config.model.path, dtype=dtype, device=self.engine.device
-        )
+        if config.model.lora is not None:  # the base model under the adapter: no second copy
+            self.reference = ReferenceModel.of_module(
+                AdapterOff(self.engine.module), device=self.engine.device
+            )
+        else:
+            self.reference = ReferenceModel(
+                config.model.ref_path or config.model.path, dtype=dtype, device=self.engine.device
+            )
         self.state = LearnerState()
         self.checkpointed_step = 0
         self.ledger = Ledger(config.run.run_dir / LEDGER if self.ranks.leader else None)
@@ -219,7 +227,8 @@ class Learner:
                 # Announce first: after a crash in between, the buffer's version is never behind what
                 # actors may hold, which `announce_weights` relies on.
                 self.buffer.set_learner_version(version)
-                self.publisher.publish(self.engine.module.state_dict(), version)
+                # A LoRA policy goes out merged, under the base model's names (learner/lora.py).
+                self.publisher.publish(merged_state_dict(self.engine.module), version)
         self.state.policy_version = version
         elapsed = time.perf_counter() - started
         log.info("published weights v%d in %.3f s", version, elapsed)

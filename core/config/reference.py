@@ -19,14 +19,33 @@ def render_reference() -> str:
         assert isinstance(model, type) and issubclass(model, BaseModel)
         lines += [f"#### `{section_name}` — {section_field.description}", ""]
         lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
-        for name, field in model.model_fields.items():
-            meaning = " ".join((field.description or "").split()).replace("|", "\\|")
-            default = _default(field).replace("|", "\\|")
-            lines.append(
-                f"| `{section_name}.{name}` | {_type_name(field.annotation)} | {default} | {meaning} |"
-            )
+        lines += _rows(section_name, model)
         lines.append("")
     return "\n".join(lines)
+
+
+def _rows(prefix: str, model: type[BaseModel]) -> list[str]:
+    """A row per field; a field holding a nested section (e.g. `model.lora`) is followed by its own
+    fields' rows (`model.lora.rank`)."""
+    rows = []
+    for name, field in model.model_fields.items():
+        meaning = " ".join((field.description or "").split()).replace("|", "\\|")
+        default = _default(field).replace("|", "\\|")
+        rows.append(f"| `{prefix}.{name}` | {_type_name(field.annotation)} | {default} | {meaning} |")
+        nested = _nested_section(field.annotation)
+        if nested is not None:
+            rows += _rows(f"{prefix}.{name}", nested)
+    return rows
+
+
+def _nested_section(annotation: Any) -> type[BaseModel] | None:
+    """The section type of a `Section` or `Section | None` field, else None."""
+    candidates = [annotation]
+    if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+        candidates = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if len(candidates) == 1 and isinstance(candidates[0], type) and issubclass(candidates[0], BaseModel):
+        return candidates[0]
+    return None
 
 
 def _default(field: Any) -> str:
