@@ -1,10 +1,12 @@
 """DeepSpeed for the learner (the only module that imports deepspeed): set-up, stepping, checkpoints.
 
 On CPU (`DS_ACCELERATOR=cpu`) ranks talk over gloo, on GPUs over NCCL. ZeRO stage, AdamW, warm-up,
-gradient clipping come from `LearnerConfig`. A step may span a variable number of micro-batches
-(a token budget, see step.py): `begin_step` sets DeepSpeed's accumulation count for that step.
+gradient clipping, precision (fp32 or DeepSpeed's bf16 with float32 master weights), the attention
+kernel and activation checkpointing come from `LearnerConfig`. A step may span a variable number of
+micro-batches (a token budget, see step.py): `begin_step` sets DeepSpeed's accumulation count for it.
 """
 
+import importlib
 import os
 import socket
 from collections.abc import Iterator
@@ -25,6 +27,8 @@ def init_distributed() -> None:
     if torch.distributed.is_initialized():
         return
     backend = "nccl" if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu" else "gloo"
+    if backend == "gloo":
+        skip_shared_memory_op()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
         deepspeed.init_distributed(dist_backend=backend)
@@ -48,24 +52,87 @@ def init_distributed() -> None:
                 raise
 
 
-def deepspeed_config(config: LearnerConfig) -> dict[str, Any]:
-    return {
+def skip_shared_memory_op() -> None:
+    """Stop DeepSpeed's CPU back-end from compiling its shared-memory all-reduce at start-up.
+
+    DeepSpeed's torch back-end builds the `deepspeed_shm_comm_op` C++ extension (JIT, about 70 s on a
+    fresh machine, then cached) whenever it starts on the CPU accelerator. The op serves only
+    `inference_all_reduce`, which training never calls: the learner's collectives go through gloo. Without
+    the op, DeepSpeed falls back to torch.distributed for everything, as it does on an accelerator where
+    the op is not compatible.
+    """
+    # By module path: `from deepspeed.comm import torch` would give PyTorch itself, which
+    # deepspeed.comm's namespace also holds under that name.
+    backend_module = importlib.import_module("deepspeed.comm.torch")
+    backend_module.build_shm_op = lambda: None
+
+
+def deepspeed_config(config: LearnerConfig, accelerator: str | None = None) -> dict[str, Any]:
+    """DeepSpeed's config for `config` on `accelerator` (DeepSpeed's device name, by default the one
+    it picked); `precision: bf16` adds its bf16 section (weights and activations in bfloat16, float32
+    master weights and optimizer state)."""
+    if accelerator is None:
+        from deepspeed.accelerator import get_accelerator
+
+        accelerator = get_accelerator().device_name()
+    optimizer: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay, "torch_adam": True}
+    if accelerator == "cuda":
+        # PyTorch's AdamW (DeepSpeed passes the other params through): its fused CUDA kernel is one
+        # launch per step instead of a few per tensor, and needs no DeepSpeed op compiled at run time.
+        optimizer["fused"] = True
+    settings: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
-        "optimizer": {
-            "type": "AdamW",
-            "params": {"lr": config.lr, "weight_decay": config.weight_decay, "torch_adam": True},
-        },
+        "optimizer": {"type": "AdamW", "params": optimizer},
         "zero_optimization": {"stage": config.zero_stage},
         "gradient_clipping": config.grad_clip or 0.0,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+    if config.precision == "bf16":
+        settings["bf16"] = {"enabled": True}
+    return settings
+
+
+def check_precision(config: LearnerConfig) -> None:
+    """Refuse `precision: bf16` where DeepSpeed's accelerator reports no bf16 support, naming the field."""
+    if config.precision != "bf16":
+        return
+    from deepspeed.accelerator import get_accelerator
+
+    accelerator = get_accelerator()
+    if not accelerator.is_bf16_supported():
+        raise ValueError(
+            f"learner.precision=bf16: DeepSpeed's {accelerator.device_name()} accelerator has no bf16 "
+            "support on this machine; set learner.precision: fp32"
+        )
+
+
+def prepare_model(model: torch.nn.Module, config: LearnerConfig) -> torch.nn.Module:
+    """Apply the attention kernel and activation checkpointing of `config` to a transformers model."""
+    set_attention = getattr(model, "set_attn_implementation", None)
+    if set_attention is not None:
+        set_attention(config.attention)
+    if config.activation_checkpointing:
+        # Non-reentrant checkpointing: gradients flow to parameters even when the layer inputs do not
+        # require them, and it is the variant PyTorch recommends.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model.config, "use_cache"):
+            model.config.use_cache = False
+        # transformers checkpoints a layer only in training mode; from_pretrained returns the model in
+        # eval mode, which the learner keeps (no dropout). Only the checkpointed layers themselves are
+        # flagged, not their submodules, so dropout stays off and the gradients are unchanged.
+        for module in model.modules():
+            if getattr(module, "gradient_checkpointing", False):
+                module.training = True
+    return model
 
 
 def create_engine(model: torch.nn.Module, config: LearnerConfig) -> Any:
     """A DeepSpeed engine for `model` (the learning rate is set per step, see `begin_step`)."""
+    check_precision(config)
     init_distributed()
+    model = prepare_model(model, config)
     parameters = [p for p in model.parameters() if p.requires_grad]
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=parameters, config=deepspeed_config(config)

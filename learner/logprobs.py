@@ -53,7 +53,9 @@ def completion_logprobs_at(
 ) -> torch.Tensor:
     """[B, len(temperatures)]: `completion_logprobs` at each temperature, from one forward pass (the
     learner needs log pi for the KL terms and log pi_T for RLOO's score function and importance ratio)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask.long()).logits
+    # Cast once for all temperatures: a float32 copy of [B, T, vocab] logits is the largest tensor of
+    # the step on a big-vocabulary model (`_chosen`'s own cast is then a no-op).
+    logits = model(input_ids=input_ids, attention_mask=attention_mask.long()).logits.float()
     columns = [
         sequence_logprobs(_chosen(logits, input_ids, temperature), completion_mask)
         for temperature in temperatures

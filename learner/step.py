@@ -1,19 +1,41 @@
 """One optimizer step on a TrainBatch, with token-budget micro-batches that give the full-batch gradient.
 
-The losses couple the rows of a group (pairs, leave-one-out baselines), so they cannot be applied to
-arbitrary micro-batches. The loss depends on the parameters only through the per-row log-probs, so:
-  1. forward every micro-batch without gradients -> logp (all rows);
-  2. loss on a leaf copy of logp -> c_i = dLoss/dlogp_i (exact, whole batch, all groups);
-  3. forward each micro-batch with gradients and back-propagate sum_i c_i * logp_i.
-The accumulated gradient equals the full-batch gradient (chain rule) at the cost of one extra forward
-pass, which is skipped when the batch fits one micro-batch (its graph is kept through step 2).
-With several data-parallel ranks the same holds across ranks: each computes its own rows' log-probs,
-step 2 runs on the all-gathered rows of the global batch (see data_parallel.py).
+Every loss (CoPG, RLOO, AGRO) is a mean, over the batch's groups (CoPG) or samples (RLOO, AGRO), of
+terms that each depend on the rows of one group only (pairs, leave-one-out baselines; RLOO's importance
+weights and every `sg(...)` are per row). No loss uses a batch-level statistic of log-probs or rewards.
+So the step has two paths, chosen per step (`plan_step`):
+
+  * single pass (the usual one): micro-batches are cut at group boundaries (whole groups, padded size
+    within `learner.micro_batch_tokens`). Each is forwarded once, with gradients, and back-propagates
+    its own loss times its share of the batch (`batch_share`: its groups or samples over the whole
+    batch's, counts known before any forward pass). The shares' gradients sum to the full-batch
+    gradient and their losses to the full-batch loss. One forward pass per row.
+  * two passes (fallback, when some group's padded size alone exceeds the budget, so no micro-batch of
+    whole groups fits): rows are packed by the budget regardless of groups, and
+      1. every micro-batch is forwarded without gradients -> logp (all rows);
+      2. the loss on a leaf copy of logp -> c_i = dLoss/dlogp_i (exact, whole batch, all groups);
+      3. each micro-batch is forwarded with gradients and back-propagates sum_i c_i * logp_i.
+    The accumulated gradient equals the full-batch gradient (chain rule) at the cost of a second
+    forward pass.
+
+With several data-parallel ranks both paths hold across ranks (see data_parallel.py): every rank holds
+the global batch, so it knows the global counts, plans every rank's micro-batches (the same path and
+number of backward passes on every rank) and back-propagates `world *` its share (DeepSpeed averages
+gradients over ranks). The single pass needs no gathered values before its backward passes; a rank
+that finds a non-finite loss tells the others (one all-reduce of a flag per micro-batch) so they all
+stop before the boundary where DeepSpeed steps. The two-pass path all-gathers the per-row values of
+step 1 and evaluates the global loss on every rank. After either path the per-row log-probs of the
+whole batch are gathered and the loss is evaluated once more without gradients for the metrics, so
+every metric means what it meant for the whole batch.
+
+A non-finite loss never steps: the batch's inputs (rewards, group sizes, lengths, behaviour
+log-probs) are checked before the first backward pass, and each micro-batch's log-probs and loss
+before its own; DeepSpeed steps only after the last one.
 
 RLOO at a sampling temperature T != 1 needs a second log-prob per row, log pi_T (logits / T), for its
 score function and importance ratio; it comes from the same forward pass and takes a second column
-in steps 1-3 (the loss's gradient has a coefficient for each column). See docs/algorithms.md for
-which loss uses which.
+(the loss's gradient has a coefficient for each column). See docs/algorithms.md for which loss uses
+which.
 
 The metrics are split by where each row came from (`SOURCES`): `kl` is the mean of
 h = log pi - log pi_ref over the fresh rows only, the one sample for which that mean estimates
@@ -24,6 +46,7 @@ distribution and is reported apart, with the reward, as `h_mean_<source>` and `r
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,7 +54,7 @@ import torch
 from core.config.learner import AlgorithmConfig
 from core.schemas import ScoredGroup, TrainBatch
 from learner import engine as ds
-from learner.algorithms import LOSSES
+from learner.algorithms import LOSSES, NORMALISERS, LossOutput, batch_share
 from learner.data_parallel import Shard, gather_rows
 from learner.logprobs import completion_logprobs_at
 from learner.reference import ReferenceModel, RowKey
@@ -52,33 +75,52 @@ def needs_behaviour_logprobs(algorithm: AlgorithmConfig) -> bool:
 
 
 def screen_groups(
-    groups: list[ScoredGroup], stop_on_bad_data: bool, behaviour_logprobs_needed: bool = False
+    groups: list[ScoredGroup],
+    stop_on_bad_data: bool,
+    behaviour_logprobs_needed: bool = False,
+    skip_uniform_rewards: bool = False,
 ) -> tuple[list[ScoredGroup], Counter[str]]:
     """Drop groups no loss can use, counting why: unscored/non-finite rewards, empty completions, size 1,
-    and, when the loss needs importance weights, samples without behaviour log-probs (offline data)."""
+    and, when the loss needs importance weights, samples without behaviour log-probs (offline data).
+
+    With `skip_uniform_rewards` (`buffer.skip_uniform_groups`) a group whose rewards are all equal is
+    also set aside, as `uniform_rewards`: it is not bad data, so it never stops the run."""
     kept: list[ScoredGroup] = []
     skipped: Counter[str] = Counter()
     for group in groups:
-        reason = None
-        if not group.all_scored or not all(math.isfinite(r) for r in group.rewards if r is not None):
-            reason = "unscored_or_nonfinite_reward"
-        elif any(len(sample.completion_token_ids) == 0 for sample in group.samples):
-            reason = "empty_completion"
-        elif len(group.samples) < 2:
-            reason = "group_of_one"
-        elif behaviour_logprobs_needed and any(s.behaviour_logprobs is None for s in group.samples):
-            # No mu(y) means no importance weight; a weight of 1 would treat data from an unknown
-            # policy as on-policy, which is the bias importance sampling is there to remove.
-            reason = "no_behaviour_logprobs"
-        if reason is None:
-            kept.append(group)
-            continue
-        if stop_on_bad_data:
+        reason = bad_data_reason(group, behaviour_logprobs_needed)
+        if reason is not None and stop_on_bad_data:
             raise BadDataError(
                 f"group {group.group_id!r}: {reason.replace('_', ' ')} (learner.bad_data: error)"
             )
-        skipped[reason] += 1
+        if reason is None and skip_uniform_rewards and uniform_rewards(group):
+            reason = "uniform_rewards"
+        if reason is None:
+            kept.append(group)
+        else:
+            skipped[reason] += 1
     return kept, skipped
+
+
+def bad_data_reason(group: ScoredGroup, behaviour_logprobs_needed: bool) -> str | None:
+    """Why no loss can train on `group` (a `skipped` counter's key), or None."""
+    if not group.all_scored or not all(math.isfinite(r) for r in group.rewards if r is not None):
+        return "unscored_or_nonfinite_reward"
+    if any(len(sample.completion_token_ids) == 0 for sample in group.samples):
+        return "empty_completion"
+    if len(group.samples) < 2:
+        return "group_of_one"
+    if behaviour_logprobs_needed and any(s.behaviour_logprobs is None for s in group.samples):
+        # No mu(y) means no importance weight; a weight of 1 would treat data from an unknown
+        # policy as on-policy, which is the bias importance sampling is there to remove.
+        return "no_behaviour_logprobs"
+    return None
+
+
+def uniform_rewards(group: ScoredGroup) -> bool:
+    """Whether every sample of a (screened, fully scored) group got the same reward: no reward signal
+    to tell its samples apart (exactly equal: scorers such as exact match give identical floats)."""
+    return len(set(group.rewards)) == 1
 
 
 def row_sources(groups: list[ScoredGroup], learner_version: int) -> torch.Tensor:
@@ -134,7 +176,7 @@ def plan_micro_batches(
     batch: TrainBatch, token_budget: int, rows: torch.Tensor | None = None
 ) -> list[torch.Tensor]:
     """Consecutive `rows` (default: all) whose padded size (rows x longest row) fits the budget; a
-    longer row goes alone. Returns global row indices."""
+    longer row goes alone. Returns global row indices. (The two-pass path: groups may be split.)"""
     rows = torch.arange(batch.input_ids.shape[0]) if rows is None else rows
     lengths = batch.attention_mask[rows].sum(dim=1).tolist()
     plans: list[list[int]] = [[]]
@@ -148,7 +190,55 @@ def plan_micro_batches(
     return [torch.tensor(plan) for plan in plans if plan]
 
 
+def plan_group_micro_batches(
+    batch: TrainBatch, token_budget: int, rows: torch.Tensor | None = None
+) -> list[torch.Tensor] | None:
+    """Consecutive whole groups of `rows` (default: all) whose padded size (rows x longest row) fits the
+    budget (the single-pass path). None when some group's padded size alone exceeds it: that group
+    cannot be one micro-batch, so the step takes the two-pass path. Returns global row indices.
+
+    A batch holds each group's rows next to each other (build_train_batch, order_for_ranks); one that
+    does not also gets None, since the two-pass path is exact for any row order."""
+    rows = torch.arange(batch.input_ids.shape[0]) if rows is None else rows
+    lengths = batch.attention_mask[rows].sum(dim=1).tolist()
+    groups: list[tuple[list[int], int]] = []  # (rows, longest row) of each group, in order
+    seen: set[int] = set()
+    previous = None
+    for row, length, group in zip(rows.tolist(), lengths, batch.group_index[rows].tolist(), strict=True):
+        if group != previous:
+            if group in seen:
+                return None  # a group split by another one
+            seen.add(group)
+            groups.append(([], 0))
+            previous = group
+        members, longest = groups[-1]
+        members.append(row)
+        groups[-1] = (members, max(longest, length))
+    plans: list[list[int]] = [[]]
+    longest = 0
+    for members, group_longest in groups:
+        if len(members) * group_longest > token_budget:
+            return None
+        widest = max(longest, group_longest)
+        if plans[-1] and (len(plans[-1]) + len(members)) * widest > token_budget:
+            plans.append([])
+            longest = 0
+        plans[-1].extend(members)
+        longest = max(longest, group_longest)
+    return [torch.tensor(plan) for plan in plans if plan]
+
+
+def plan_step(batch: TrainBatch, token_budget: int, shard: Shard) -> tuple[bool, list[list[torch.Tensor]]]:
+    """(single pass?, every rank's micro-batches): the single pass when every rank's groups fit the
+    budget whole, else the two-pass plan. Deterministic, so every rank decides alike without asking."""
+    grouped = [plan_group_micro_batches(batch, token_budget, shard.rows(rank)) for rank in range(shard.world)]
+    if all(plan is not None for plan in grouped):
+        return True, [plan for plan in grouped if plan is not None]
+    return False, [plan_micro_batches(batch, token_budget, shard.rows(rank)) for rank in range(shard.world)]
+
+
 def loss_options(algorithm: AlgorithmConfig, batch: TrainBatch, device: torch.device) -> dict[str, Any]:
+    """The loss's keyword options for the whole batch (per-row tensors have one entry per row)."""
     options: dict[str, Any] = {}
     if algorithm.average_logprobs:
         options |= {"lengths": batch.completion_lengths.to(device), "average_logprobs": True}
@@ -164,6 +254,62 @@ def loss_options(algorithm: AlgorithmConfig, batch: TrainBatch, device: torch.de
             "is_cap": algorithm.is_cap,
         }
     return options
+
+
+def options_of_rows(options: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
+    """`options` restricted to `rows` (per-row tensors indexed, the rest as they are)."""
+    return {
+        name: (value[rows] if isinstance(value, torch.Tensor) else value) for name, value in options.items()
+    }
+
+
+def evaluate_loss(
+    loss_fn: Callable[..., LossOutput],
+    values: torch.Tensor,
+    ref: torch.Tensor,
+    rewards: torch.Tensor,
+    group_index: torch.Tensor,
+    beta: float,
+    options: dict[str, Any],
+) -> LossOutput:
+    """The loss of rows whose log-probs are `values` [R, columns]: column 0 is log pi, column 1 (RLOO
+    at T != 1) log pi_T."""
+    if values.shape[1] == 2:
+        options = options | {"sampling_logprobs": values[:, 1]}
+    return loss_fn(values[:, 0], ref, rewards, group_index, beta, **options)
+
+
+def micro_batch_loss(
+    loss_fn: Callable[..., LossOutput],
+    values: torch.Tensor,
+    ref: torch.Tensor,
+    rewards: torch.Tensor,
+    group_index: torch.Tensor,
+    rows: torch.Tensor,
+    algorithm: AlgorithmConfig,
+    options: dict[str, Any],
+    batch_groups: int,
+) -> torch.Tensor | None:
+    """The term of the whole batch's loss that whole groups `rows` carry (single pass): their own
+    loss times their share of the batch's groups or samples. `values` [R, columns] and `ref` [R] are the
+    rows' log-probs, `rewards`/`group_index` the whole batch's (`batch_groups` groups), `options`
+    already restricted to `rows`.
+    None when a log-prob is not finite (the loss would refuse it; the caller stops every rank)."""
+    if not bool(torch.isfinite(values.detach()).all()) or not bool(torch.isfinite(ref).all()):
+        return None
+    out = evaluate_loss(loss_fn, values, ref, rewards[rows], group_index[rows], algorithm.beta, options)
+    fraction = batch_share(NORMALISERS[algorithm.name], group_index[rows], batch_groups, len(rewards))
+    return out.loss * fraction
+
+
+def all_ranks_agree(ok: bool, shard: Shard, device: torch.device) -> bool:
+    """Whether `ok` holds on every rank (a MIN all-reduce of one flag; no collective with one rank), so
+    a rank that must stop never leaves the others waiting in a collective of the backward pass."""
+    if shard.world == 1:
+        return ok
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def train_step(
@@ -188,7 +334,7 @@ def train_step(
     device = engine.device
     local = shard.rows()
     keys = row_keys(batch)
-    ref_local = reference.logprobs(batch, [keys[row] for row in local.tolist()], local)
+    ref_local = reference.logprobs(batch, [keys[row] for row in local.tolist()], local).to(device)
     rewards, group_index = batch.rewards.to(device), batch.group_index.to(device)
     loss_fn = LOSSES[algorithm.name]
     options = loss_options(algorithm, batch, device)
@@ -196,10 +342,15 @@ def train_step(
     # distribution, for the score function and the ratio to vLLM's processed behaviour log-probs.
     temperatures = (1.0, temperature) if algorithm.name == "rloo" and temperature != 1.0 else (1.0,)
     columns = len(temperatures)
+    # The batch's own inputs are checked on the whole batch before any backward pass (every rank holds
+    # it, so all raise alike, and errors name global row indices): log-probs stand in as zeros.
+    with torch.no_grad():
+        placeholder = torch.zeros((len(rewards), columns), dtype=torch.float64, device=device)
+        evaluate_loss(loss_fn, placeholder, placeholder[:, 0], rewards, group_index, algorithm.beta, options)
     # Every rank makes the same number of backward passes (ZeRO-2 reduces gradients in each, and
     # DeepSpeed steps at a shared accumulation boundary); every rank holds the global batch, so
     # each can plan every rank's micro-batches without asking.
-    plans = [plan_micro_batches(batch, token_budget, shard.rows(rank)) for rank in range(shard.world)]
+    single_pass, plans = plan_step(batch, token_budget, shard)
     micro_batches = plans[shard.rank]
     passes = max(len(plan) for plan in plans)
     ds.begin_step(engine, passes, lr)
@@ -215,48 +366,82 @@ def train_step(
             temperatures,
         ).double()
 
-    one_pass = passes == 1 and len(micro_batches) == 1
-    if one_pass:  # keep the graph: no second forward pass
-        logprobs = logprobs_of(micro_batches[0])
-        local_values = logprobs.detach()
+    def idle_pass() -> float | None:
+        """A backward pass that adds nothing, for a rank with fewer micro-batches than another."""
+        return ds.backward(engine, 0.0 * logprobs_of(torch.tensor([0])).sum())
+
+    first_local = int(local[0]) if len(local) else 0
+    batch_groups = int(torch.unique(group_index).numel())
+    measured: float | None = None
+    empty = torch.zeros((0, columns), dtype=torch.float64, device=device)
+    if single_pass:
+        pieces = []
+        for index in range(passes):
+            if index >= len(micro_batches):
+                if not all_ranks_agree(True, shard, device):
+                    raise FloatingPointError(f"{algorithm.name} loss not finite on another rank")
+                measured = idle_pass()
+                continue
+            rows = micro_batches[index]
+            values = logprobs_of(rows)
+            share = micro_batch_loss(
+                loss_fn, values, ref_local[rows - first_local], rewards, group_index, rows, algorithm,
+                options_of_rows(options, rows), batch_groups,
+            )  # fmt: skip
+            finite = share is not None and bool(torch.isfinite(share.detach()))
+            if not all_ranks_agree(finite, shard, device):
+                # Before this micro-batch's backward pass, so DeepSpeed never reaches its step.
+                raise FloatingPointError(
+                    f"{algorithm.name} loss of micro-batch {index} (rows {rows[:5].tolist()}...) or its "
+                    "log-probs are not finite"
+                )
+            assert share is not None  # all ranks agreed it is finite
+            measured = ds.backward(engine, share * shard.world)  # DeepSpeed averages over the ranks
+            pieces.append(values.detach())
+        local_values = torch.cat(pieces) if pieces else empty
     else:
         with torch.no_grad():
             pieces = [logprobs_of(rows) for rows in micro_batches]
-            empty = torch.zeros((0, columns), dtype=torch.float64, device=device)
             local_values = torch.cat(pieces) if pieces else empty
-    gathered = gather_rows(torch.cat([local_values, ref_local.to(device)[:, None]], dim=1), shard)
-    leaf = gathered[:, :columns].clone().requires_grad_(True)
-    ref_all = gathered[:, columns]
-    if columns == 2:
-        options["sampling_logprobs"] = leaf[:, 1]
-    out = loss_fn(leaf[:, 0], ref_all, rewards, group_index, algorithm.beta, **options)
-    (coefficients,) = torch.autograd.grad(out.loss, leaf)
-    if not bool(torch.isfinite(out.loss.detach())) or not bool(torch.isfinite(coefficients).all()):
-        # The losses check their inputs; a non-finite loss from finite inputs must still never step.
-        raise FloatingPointError(f"{algorithm.name} loss {float(out.loss)} or its gradient is not finite")
-    coefficients = coefficients * shard.world  # DeepSpeed averages gradients over the ranks
-    if one_pass:
-        measured = ds.backward(engine, (coefficients[local] * logprobs).sum())
-    else:
+        gathered = gather_rows(torch.cat([local_values, ref_local[:, None]], dim=1), shard)
+        leaf = gathered[:, :columns].clone().requires_grad_(True)
+        ref_all = gathered[:, columns]
+        out = evaluate_loss(loss_fn, leaf, ref_all, rewards, group_index, algorithm.beta, options)
+        (coefficients,) = torch.autograd.grad(out.loss, leaf)
+        if not bool(torch.isfinite(out.loss.detach())) or not bool(torch.isfinite(coefficients).all()):
+            # The losses check their inputs; a non-finite loss from finite inputs must still never step.
+            raise FloatingPointError(f"{algorithm.name} loss {float(out.loss)} or its gradient is not finite")
+        coefficients = coefficients * shard.world  # DeepSpeed averages gradients over the ranks
         for index in range(passes):
             if index < len(micro_batches):
                 rows = micro_batches[index]
                 measured = ds.backward(engine, (coefficients[rows] * logprobs_of(rows)).sum())
             else:  # this rank has fewer micro-batches: a pass that adds nothing keeps it in step
-                measured = ds.backward(engine, 0.0 * logprobs_of(torch.tensor([0])).sum())
+                measured = idle_pass()
     grad_norm = ds.grad_norm(engine, measured)
     if not math.isfinite(grad_norm):
         # Only the backward pass is left to produce it; stop before these weights are published or saved.
         raise FloatingPointError(f"gradient norm {grad_norm} after the step: resume from the last checkpoint")
+    if single_pass:
+        # The whole batch's per-row values, and its loss evaluated once more for the metrics (the
+        # single pass saw each micro-batch alone; this is O(rows), no model involved).
+        gathered = gather_rows(torch.cat([local_values, ref_local[:, None]], dim=1), shard)
+        with torch.no_grad():
+            out = evaluate_loss(
+                loss_fn, gathered[:, :columns], gathered[:, columns], rewards, group_index, algorithm.beta,
+                options,
+            )  # fmt: skip
+    ref_all = gathered[:, columns]
     elapsed = time.perf_counter() - started
     if sources is None:
         sources = torch.zeros(len(ref_all), dtype=torch.long)
     # After the loss's own metrics: `kl` becomes the fresh rows' (the loss averages over all rows).
-    metrics = out.metrics | source_metrics(rewards, leaf[:, 0].detach() - ref_all, sources)
+    metrics = out.metrics | source_metrics(rewards, gathered[:, 0].detach() - ref_all, sources)
     return metrics | {
         "grad_norm": grad_norm,
         "lr": lr,
         "micro_batches": float(passes),
+        "single_pass": float(single_pass),
         "tokens": float(batch.num_tokens),
         "tokens_per_s": batch.num_tokens / elapsed,
         "step_time_s": elapsed,

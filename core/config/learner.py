@@ -32,6 +32,26 @@ class LearnerConfig(Section):
     micro_batch_tokens: int = Field(8192, ge=1)
     """Token budget of one micro-batch; a step accumulates gradients over as many as it needs."""
 
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Training precision of the policy. `fp32`: weights, activations and gradients in float32 (as
+    `model.dtype` loads them). `bf16`: DeepSpeed's bf16 mode: the engine casts the policy's weights to
+    bfloat16, so forward and backward run in bfloat16, while the optimizer keeps float32 master weights
+    and Adam state (DeepSpeed's ZeRO or, at stage 0, its mixed-precision optimizer wrapper) and steps them.
+    Log-softmax and sequence sums stay in float32 either way (learner/logprobs.py). Meant for GPUs with
+    bf16 units (A100, H100, H200); the learner refuses to start on an accelerator DeepSpeed reports
+    without bf16 support. The engine casts the weights before it makes the master copies, so these
+    start from the bf16-rounded weights whatever `model.dtype` loaded."""
+
+    attention: Literal["eager", "sdpa"] = "sdpa"
+    """Attention kernel of the policy (transformers' `attn_implementation`): `sdpa` is PyTorch's
+    scaled_dot_product_attention (flash or memory-efficient kernels on CUDA), `eager` the plain matmul
+    + softmax. Both give the same log-probs to float round-off."""
+
+    activation_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them
+    (transformers' gradient checkpointing): about one more forward pass of compute for much less
+    activation memory, so larger `micro_batch_tokens` fit. Gradients are unchanged."""
+
     num_ranks: int = Field(1, ge=1)
     """Data-parallel learner ranks (gloo on CPU, NCCL on GPU). Above 1 the ranks are Ray actors; rank 0
     samples each batch and shares it, and every rank trains on whole groups of it."""
@@ -67,6 +87,13 @@ class LearnerConfig(Section):
     bad_data: Literal["skip", "error"] = "skip"
     """On an empty completion, a group of size 1 or a non-finite reward: skip the group (counted
     with its reason) or stop with an error."""
+
+    cpu_affinity: list[int] | None = Field(None, min_length=1)
+    """CPU ids the learner process may run on, e.g. `[1]`; None: no pinning. Pinned, it trains with
+    one torch/OpenMP/MKL thread per listed CPU. With one rank the learner runs in the driver process
+    of `tandem train`, so the driver and an embedded reward server share these CPUs; Ray's own
+    processes (and the in-process buffer's actor) stay unpinned. An id this machine does not offer is
+    an error naming it, at learner start."""
 
 
 class AlgorithmConfig(Section):

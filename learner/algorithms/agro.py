@@ -16,12 +16,16 @@ import torch
 
 from learner.algorithms.common import (
     LossOutput,
+    Normaliser,
     apply_averaging,
     check_inputs,
     compute_dtype,
     find_groups,
     reward_metrics,
 )
+
+# The batch loss is the mean over completions of per-row terms that depend on their group only.
+NORMALISER: Normaliser = "samples"
 
 
 def agro_loss(

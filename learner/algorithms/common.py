@@ -8,8 +8,14 @@ Everything is vectorised over groups of mixed sizes: a batch is N completions wi
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
+
+Normaliser = Literal["groups", "samples"]
+"""What a loss averages over at the top level: `groups` (CoPG: the mean over groups of each group's
+pair mean) or `samples` (RLOO, AGRO: the mean over completions). Inside that mean every term depends
+on the rows of its own group only, which is what lets the learner cut a batch at group boundaries."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,18 @@ class Groups:
         """b_i = mean_{j != i, same group} values_j = (S_g - v_i) / (k_g - 1), shape [N]."""
         sizes = self.sizes.to(values.dtype)[self.index]
         return (self.sum(values)[self.index] - values) / (sizes - 1)
+
+
+def batch_share(
+    normaliser: Normaliser, group_ids: torch.Tensor, batch_groups: int, batch_samples: int
+) -> float:
+    """The fraction of the whole batch's loss that a set of WHOLE groups (`group_ids`, one per row)
+    carries: the loss of those rows alone times this is their term of the batch loss, because each loss
+    is a mean over groups or samples of per-group terms. Counts of the whole batch are known before any
+    forward pass (they depend on the batch's make-up, not on log-probs)."""
+    if normaliser == "groups":
+        return int(torch.unique(group_ids).numel()) / batch_groups
+    return int(group_ids.numel()) / batch_samples
 
 
 def find_groups(group_ids: torch.Tensor, loss_name: str) -> Groups:

@@ -21,12 +21,16 @@ import torch
 
 from learner.algorithms.common import (
     LossOutput,
+    Normaliser,
     apply_averaging,
     check_inputs,
     compute_dtype,
     find_groups,
     reward_metrics,
 )
+
+# The batch loss is the mean over groups of each group's pair mean (see batch_share).
+NORMALISER: Normaliser = "groups"
 
 
 def copg_loss(

@@ -22,6 +22,7 @@ import torch
 
 from learner.algorithms.common import (
     LossOutput,
+    Normaliser,
     apply_averaging,
     check_inputs,
     compute_dtype,
@@ -30,6 +31,10 @@ from learner.algorithms.common import (
 )
 
 IMPORTANCE_SAMPLING = ("none", "truncated")
+
+
+# The batch loss is the mean over completions of per-row terms that depend on their group only.
+NORMALISER: Normaliser = "samples"
 
 
 def rloo_loss(

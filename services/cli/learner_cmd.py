@@ -48,11 +48,13 @@ def run_learner(args: argparse.Namespace) -> int:
         else:
             recorder.record_step(record)
 
+    from core.weight_sync import resolve_transport
+
     learner: Any
     if (
         config.learner.num_ranks > 1
         or config.buffer.kind == "memory"
-        or config.weight_sync.transport == "ray"
+        or resolve_transport(config.weight_sync, config.run) == "ray"  # `auto` may mean `ray`
     ):
         from learner.ranks import LearnerRanks, join_ray
 
