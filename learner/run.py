@@ -165,6 +165,7 @@ class Learner:
                 sampled.groups,
                 self.config.learner.bad_data == "error",
                 needs_behaviour_logprobs(self.config.algorithm),
+                skip_uniform_rewards=self.config.buffer.skip_uniform_groups,
             )
             self.skipped.update(skipped)
             if good:

@@ -64,6 +64,15 @@ class BufferConfig(Section):
     """Offline JSONL files (the `tandem ingest` format) that `tandem train` loads into the offline
     pool at start, when that pool is empty (so a resumed run does not load them twice)."""
 
+    skip_uniform_groups: bool = False
+    """Do not train on a group whose scorer rewards are all equal (every sample right, or every one
+    wrong); it is counted in the step metrics' `skipped` as `uniform_rewards`. Such a group carries no
+    reward signal: for `rloo` its reward advantage is zero, leaving only the KL-shaping part
+    (-beta * h around its leave-one-out mean), so on-policy it mostly costs compute, and turning this
+    on is the usual choice. For `copg` and `agro` the KL-regularisation term of such a group still
+    pulls the policy towards the reference (and is what makes them converge off-policy), so skipping
+    it changes the objective being optimised; leave it off there unless compute matters more."""
+
     @model_validator(mode="after")
     def _durability_needs_redis(self) -> "BufferConfig":
         # A promise the in-process buffer cannot keep is refused rather than silently ignored.
