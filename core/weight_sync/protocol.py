@@ -1,9 +1,11 @@
-"""The two sides of weight transport. Implementations: `ray` (object store) and `filesystem` (safetensors)."""
+"""The two sides of weight transport. Implementations: `collective` (torch.distributed), `ray` (object
+store) and `filesystem` (safetensors)."""
 
 from typing import Protocol
 
 import torch
 
+from core.weight_sync.collective_receiver import CollectiveOffer
 from core.weight_sync.manifest import PublishedWeights, WeightManifest
 
 
@@ -14,8 +16,9 @@ class WeightPublisher(Protocol):
 
 
 class WeightSubscriber(Protocol):
-    """The actors' side: the newest published version, or None before the first publish."""
+    """The actors' side: the newest published version, or None before the first publish. `latest` is
+    what the engine's `load_weights` takes: the payload itself, or (`collective`) an offer of it."""
 
     def latest_version(self) -> int | None: ...
 
-    def latest(self) -> PublishedWeights | None: ...
+    def latest(self) -> PublishedWeights | CollectiveOffer | None: ...

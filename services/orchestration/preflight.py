@@ -297,7 +297,8 @@ def _check_learner_files(config: TandemConfig, resume: bool) -> None:
     """The run directory, the weight-sync folder, the policy and reference folders. The model comes
     before the prompt files in `tandem train`: the demo's prompt files live in its folder."""
     check_run_dir(config.run.run_dir, resume)
-    if config.weight_sync.transport == "filesystem" and config.weight_sync.directory is not None:
+    # `filesystem` writes the weights there, `collective` (and `auto`, on one machine) its rendezvous file.
+    if config.weight_sync.transport != "ray" and config.weight_sync.directory is not None:
         check_writable_dir(config.weight_sync.directory, "weight_sync.directory")
     check_model_dir(config.model.path, "model.path")
     if config.model.ref_path is not None:
