@@ -371,7 +371,10 @@ def tandem_side(args: argparse.Namespace, device: torch.device) -> dict[str, Any
     config = load_config(None, overrides, environ={})
     engine = ds.create_engine(model, config.learner)
     _, batch = scaled_batch(args, model.config.vocab_size)
-    plans = step_module.plan_group_micro_batches(batch, args.micro_batch_tokens) or []
+    # The reference pass is cut as the step's own: whole groups, or rows where a group exceeds the budget.
+    plans = step_module.plan_group_micro_batches(
+        batch, args.micro_batch_tokens
+    ) or step_module.plan_micro_batches(batch, args.micro_batch_tokens)
     values = []
     with torch.no_grad():  # the reference is the initial policy
         for rows in plans:
@@ -438,6 +441,7 @@ def bare_side(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         name: getattr(batch, name).to(device) for name in ("input_ids", "attention_mask", "completion_mask")
     }
     rewards, group_index = batch.rewards.to(device), batch.group_index.to(device)
+    # Where a group exceeds the budget the bare loop takes the whole batch at once (exact, more memory).
     plans = plan_group_micro_batches(batch, args.micro_batch_tokens) or [torch.arange(len(batch.rewards))]
     bf16 = args.precision == "bf16"
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):

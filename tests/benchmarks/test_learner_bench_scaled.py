@@ -73,6 +73,16 @@ def test_a_cpu_smoke_run_of_the_scaled_mode(tmp_path: Path) -> None:
     json.dumps(result, default=str)  # what --json writes
 
 
+def test_the_tandem_side_runs_the_two_pass_path_when_a_group_exceeds_the_budget() -> None:
+    """A budget below one group's padded size (4 x 32 tokens): Tandem takes its two-pass path."""
+    args = learner_bench.parse_args([
+        "--device", "cpu", "--model-size", "tiny", "--groups", "2", "--prompt-tokens", "8",
+        "--completion-tokens", "24", "--steps", "1", "--warmup", "0", "--micro-batch-tokens", "64",
+    ])  # fmt: skip
+    side = learner_bench.tandem_side(args, learner_bench.torch.device("cpu"))
+    assert side["single_pass"] == 0.0 and side["micro_batches"] == 4  # 2 rows of 32 tokens each
+
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
