@@ -44,7 +44,7 @@ def test_activation_checkpointing_recomputes_layers_and_keeps_the_gradients() ->
     model = ds.prepare_model(tiny_policy(), LearnerConfig(activation_checkpointing=True))
     calls = []
     layer = model.model.layers[0]
-    layer.register_forward_pre_hook(lambda *_: calls.append(1))
+    layer.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
     values, grads = logprobs_and_gradients(model)
     # One forward in the forward pass, one more in the backward pass: the layer was checkpointed.
     assert len(calls) == 2
@@ -57,7 +57,7 @@ def test_activation_checkpointing_recomputes_layers_and_keeps_the_gradients() ->
 def test_without_checkpointing_a_layer_runs_once() -> None:
     model = ds.prepare_model(tiny_policy(), LearnerConfig())
     calls = []
-    model.model.layers[0].register_forward_pre_hook(lambda *_: calls.append(1))
+    model.model.layers[0].register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
     logprobs_and_gradients(model)
     assert len(calls) == 1
 
@@ -95,3 +95,39 @@ def test_a_bf16_step_trains_bf16_weights_from_float32_master_weights(tmp_path) -
         (p.detach() - b).abs().max().item() for p, b in zip(engine.module.parameters(), before, strict=True)
     )
     assert moved > 0
+
+
+def test_a_lora_policy_takes_the_attention_and_checkpointing_options() -> None:
+    """The learner wraps a LoRA policy in peft before the engine (learner/run.py): the options reach
+    the model under the adapter, and checkpointing leaves the adapter's gradients as they were."""
+    from core.config.model import LoraConfig
+    from learner.lora import apply_lora
+
+    def lora_policy(checkpointing: bool) -> torch.nn.Module:
+        model = apply_lora(tiny_policy(), LoraConfig(rank=4))
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:  # B starts at zero, which would leave A without a gradient
+                torch.nn.init.normal_(parameter, std=0.1, generator=torch.Generator().manual_seed(1))
+        options = LearnerConfig(attention="eager", activation_checkpointing=checkpointing)
+        return ds.prepare_model(model, options)
+
+    found = []
+    for checkpointing in (False, True):
+        model = lora_policy(checkpointing)
+        assert model.config._attn_implementation == "eager"
+        calls: list[int] = []
+        model.base_model.model.model.layers[0].register_forward_pre_hook(
+            lambda *_, calls=calls: calls.append(1)
+        )
+        batch = build_train_batch(mixed_groups(), pad_token_id=0)
+        values = completion_logprobs_at(
+            model, batch.input_ids, batch.attention_mask, batch.completion_mask, (1.0,)
+        )[:, 0]
+        (values * torch.linspace(-1, 1, len(values))).sum().backward()
+        assert len(calls) == (2 if checkpointing else 1)
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert grads and all(g is not None and bool(g.abs().sum() > 0) for g in grads)
+        found.append((values.detach(), grads))
+    assert torch.allclose(found[0][0], found[1][0], rtol=0, atol=1e-10)
+    for a, b in zip(found[0][1], found[1][1], strict=True):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
