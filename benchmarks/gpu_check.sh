@@ -60,7 +60,8 @@ fi
 
 log() { echo "[gpu_check $(( $(date +%s) - STARTED ))s] $*"; }
 
-# 1. What the learner imports, installed from the wheels only where missing or too old.
+# 1. What the learner imports, installed from the wheels only where missing or too old (with
+# pydantic's own parts, for an image without pydantic: pip runs with --no-deps).
 missing=()
 while read -r requirement module; do
     if ! "$PYTHON" - "$requirement" "$module" <<'EOF' 2>/dev/null
@@ -76,6 +77,11 @@ EOF
 done <<'EOF'
 deepspeed==0.19.8 deepspeed
 pydantic>=2.9 pydantic
+pydantic-core pydantic_core
+annotated-types annotated_types
+typing-inspection typing_inspection
+typing_extensions>=4.16 typing_extensions
+packaging>=20 packaging
 msgspec>=0.20 msgspec
 msgpack>=1.0 msgpack
 pyyaml>=6 yaml
