@@ -33,6 +33,12 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "vocab.json",
     "merges.txt",
+    "tokenizer.model",  # sentencepiece (Llama, Mistral, Gemma)
+    "added_tokens.json",
+    # transformers >= 4.43 saves the chat template beside tokenizer_config.json: without it the export
+    # of an instruct model could not render chat prompts.
+    "chat_template.jinja",
+    "chat_template.json",
 )
 
 

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from core.tinymodels import TOKENIZER_KINDS
@@ -27,7 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     generate = subparsers.add_parser("generate", help="sample completions from a model with vLLM")
     generate.add_argument("--model", required=True, type=Path, help="Hugging Face model directory")
-    generate.add_argument("--prompts", required=True, type=Path, help="JSONL with `prompt` (and `reference`)")
+    generate.add_argument(
+        "--prompts",
+        required=True,
+        type=Path,
+        help="prompt file (JSONL, .parquet, datasets folder) with `prompt` or chat `messages` "
+        "(and `reference`)",
+    )
     generate.add_argument("--limit", type=int, default=8, help="how many prompts to use")
     generate.add_argument("--n", type=int, default=4, help="samples per prompt")
     generate.add_argument("--temperature", type=float, default=1.0)
@@ -90,19 +97,29 @@ def _build(args: argparse.Namespace, report) -> dict:  # type: ignore[no-untyped
 
 def generate_samples(args: argparse.Namespace) -> int:
     from actors.engine import GenerationEngine, PromptRequest, SamplingSettings
+    from actors.rollout import prompt_text, render_prompt
+    from core.prompts import PromptFileError, read_prompt_file
+    from core.tokenization import ChatRenderer, ChatTemplateError, load_tokenizer
 
-    lines = [json.loads(line) for line in args.prompts.read_text().splitlines() if line.strip()][: args.limit]
-    requests = [PromptRequest(row.get("prompt_id", str(i)), row["prompt"]) for i, row in enumerate(lines)]
+    # The actors' path: any prompt file format, chat prompts rendered once by the model's template.
+    try:
+        records = read_prompt_file(args.prompts)[: args.limit]
+        renderer = ChatRenderer(load_tokenizer(args.model), args.model)
+        prompts = [render_prompt(record, renderer) for record in records]
+    except (PromptFileError, ChatTemplateError) as error:
+        print(f"tandem generate: {error}", file=sys.stderr)
+        return 2
+    requests = [PromptRequest(r.prompt_id, p) for r, p in zip(records, prompts, strict=True)]
     engine = GenerationEngine(args.model, seed=args.seed)
     sampling = SamplingSettings(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
     groups = engine.generate(requests, args.n, sampling)
     engine.close()
     correct = total = 0
-    for row, group in zip(lines, groups, strict=True):
+    for record, prompt, group in zip(records, prompts, groups, strict=True):
         shown = ", ".join(repr(sample.completion_text) for sample in group)
-        print(f"{row['prompt']!r:>24} -> {shown}   (reference {row.get('reference')!r})")
-        if "reference" in row:
-            correct += sum(sample.completion_text.strip() == row["reference"] for sample in group)
+        print(f"{prompt_text(prompt)!r:>24} -> {shown}   (reference {record.reference!r})")
+        if record.reference is not None:
+            correct += sum(sample.completion_text.strip() == record.reference for sample in group)
             total += len(group)
     if total:
         print(f"exact match: {correct}/{total} = {correct / total:.2f} (temperature {args.temperature})")

@@ -118,3 +118,34 @@ def test_merged_weights_compute_the_policy_under_the_base_models_names(tmp_path:
 def test_a_target_name_the_model_lacks_is_an_error_naming_it() -> None:
     with pytest.raises(ValueError, match=r"no linear layer named \['q_porj'\]"):
         apply_lora(random_qwen2(), LoraConfig(target_modules=["q_proj", "q_porj"]))
+
+
+class SavingEngine:
+    """What `save_checkpoint` asks of a DeepSpeed engine, around a real module (no optimizer state)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+
+    def save_checkpoint(self, directory: str, tag: str, client_state: dict) -> None:
+        (Path(directory) / tag).mkdir(parents=True, exist_ok=True)
+
+    def zero_optimization_stage(self) -> int:
+        return 0
+
+
+def test_a_lora_checkpoint_exports_the_merged_model_the_adapter_and_the_chat_template(tmp_path: Path) -> None:
+    from core.tinymodels.tokenizer import build_bpe_tokenizer
+    from core.tokenization import has_chat_template
+    from learner.checkpoint import LearnerState, save_checkpoint
+
+    tokenizer_dir = tmp_path / "tokenizer"
+    build_bpe_tokenizer(["1+1=", "2"]).save_pretrained(tokenizer_dir)  # transformers 5: chat_template.jinja
+    assert (tokenizer_dir / "chat_template.jinja").is_file()
+    policy = apply_lora(random_qwen2(), LORA)
+    train_adapter(policy)
+    path = save_checkpoint(
+        SavingEngine(policy), LearnerState(step=1, policy_version=1), tmp_path / "run", tokenizer_dir
+    )
+    assert has_chat_template(path / "hf") and (path / ADAPTER_DIR / "adapter_config.json").is_file()
+    loaded = AutoModelForCausalLM.from_pretrained(path / "hf", dtype=torch.float32).eval()
+    torch.testing.assert_close(logprobs(loaded), logprobs(policy), atol=1e-5, rtol=0)

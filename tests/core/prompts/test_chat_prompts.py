@@ -208,3 +208,14 @@ def test_prompts_push_refuses_chat_prompts_for_a_model_without_a_template(
     assert main(["prompts", "push", str(path), *where, "--set", f"model.path={bpe_dir}"]) == 0
     [(_, fields)] = stream.client.xrange(stream.stream)
     assert json.loads(fields[b"data"]) == {"prompt_id": "c", "messages": MESSAGES}
+
+
+def test_generate_refuses_chat_prompts_for_a_model_without_a_template_before_starting_vllm(
+    char_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_jsonl(tmp_path / "chat.jsonl", [{"prompt_id": "c", "messages": MESSAGES}])
+    assert main(["generate", "--model", str(char_dir), "--prompts", str(path)]) == 2
+    assert f"tandem generate: the tokenizer of {char_dir} has no chat template" in capsys.readouterr().err
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": ""}])
+    assert main(["generate", "--model", str(char_dir), "--prompts", str(bad)]) == 2
+    assert f"{bad}:1: field 'prompt' must be a non-empty string" in capsys.readouterr().err
