@@ -9,6 +9,7 @@ the sampling distribution at temperature != 1 or top_p < 1. The learner matches 
 whose truncated distribution it does not reproduce. At temperature 1 and top_p 1 the two modes agree.
 """
 
+import contextlib
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ from actors.staging import remove_orphans, staged_blob
 from actors.weight_receiver import EXTENSION_QUALNAME
 from core.schemas import Sample
 from core.tokenization import prompt_token_ids
+from core.weight_sync.collective_receiver import CollectiveOffer
 from core.weight_sync.manifest import PublishedWeights, WeightManifest, WeightSyncError
 
 # vLLM reads these at import time; a small KV cache keeps the CPU engine inside a laptop's memory.
@@ -57,14 +59,20 @@ class GenerationEngine:
             worker_extension_cls=EXTENSION_QUALNAME,
         )
         self.policy_version: int | None = 0
+        self.reload_warnings: list[str] = []  # what vLLM's reload warned about in the last load
+        self.rotary_warnings_dropped = 0  # its harmless rotary warnings, dropped (actors/weight_receiver.py)
+        self.load_seconds: dict[str, float] = {}  # a collective load's phases, slowest worker's (diagnostics)
 
-    def load_weights(self, published: PublishedWeights) -> int:
+    def load_weights(self, published: PublishedWeights | CollectiveOffer) -> int:
         """Load a published version into the running engine, verified; returns the new policy version.
 
         A payload that fails verification raises `WeightSyncError` naming both versions and leaves the
         engine on its previous weights and version. If vLLM's reload itself fails midway, the engine's
-        weights are unknown: its version becomes None and `generate` refuses until a good load.
+        weights are unknown: its version becomes None and `generate` refuses until a good load. A
+        `CollectiveOffer` is fetched by the workers themselves (actors/weight_stream.py).
         """
+        if isinstance(published, CollectiveOffer):
+            return self._receive_weights(published)
         manifest = published.manifest
         previous = self.policy_version
         with staged_blob(published.blob) as blob_path:
@@ -76,10 +84,54 @@ class GenerationEngine:
         except WeightSyncError:
             self.policy_version = None
             raise
+        self._note_reload_warnings(reports, manifest.version)
         # Cached prefixes hold keys/values computed by the old weights.
         self.llm.reset_prefix_cache()
         self.policy_version = manifest.version
         return manifest.version
+
+    def _receive_weights(self, offer: CollectiveOffer, attempts: int = 3) -> int:
+        """Every worker streams the newest version from the learner. Each asks for the newest one on
+        its own, so with tensor parallelism a publish between their requests can leave them on two
+        versions: then they fetch again (the newest only moves forward, so they converge)."""
+        previous = self.policy_version
+        for _ in range(attempts):
+            try:
+                reports = self.llm.collective_rpc(
+                    "tandem_receive_weights", args=(offer.rendezvous.to_json(), offer.timeout_s)
+                )
+            except Exception as error:  # the rpc itself failed: a worker may have been midway
+                self.policy_version = None
+                raise WeightSyncError(
+                    f"receiving weights v{offer.version} failed (engine was at v{previous}): {error}"
+                ) from error
+            failed = [report for report in reports if not report["ok"]]
+            if failed:
+                if any(report["touched"] for report in failed):
+                    self.policy_version = None  # streamed in part: the weights are unknown
+                raise WeightSyncError(
+                    f"receiving weights (v{offer.version} offered, engine was at v{previous}) failed: "
+                    + "; ".join(report["error"] for report in failed)
+                )
+            loaded = {(report["version"], report["digest"]) for report in reports}
+            if len(loaded) == 1:
+                break
+        else:
+            self.policy_version = None
+            raise WeightSyncError(f"workers kept loading different versions: {sorted(loaded)}")
+        ((version, _digest),) = loaded
+        self._note_reload_warnings(reports, version)
+        self.load_seconds = {key: max(r["seconds"][key] for r in reports) for key in reports[0]["seconds"]}
+        self.llm.reset_prefix_cache()  # cached prefixes hold keys/values computed by the old weights
+        self.policy_version = version
+        return version
+
+    def _note_reload_warnings(self, reports: list[dict], version: int) -> None:
+        """Warnings vLLM's reload logged in the workers (other processes): kept and logged here."""
+        self.reload_warnings = [message for report in reports for message in report["reload_warnings"]]
+        self.rotary_warnings_dropped = sum(report["rotary_dropped"] for report in reports)
+        for message in self.reload_warnings:
+            log.warning("loading weights v%d: vLLM: %s", version, message)
 
     def _rpc(self, method: str, manifest: WeightManifest, args: tuple) -> list[dict]:
         try:
@@ -100,6 +152,8 @@ class GenerationEngine:
     def close(self) -> None:
         """Stop the engine's core and worker processes now, not at interpreter exit (where vLLM's
         liveness monitor reports them as having died unexpectedly). The engine is unusable after."""
+        with contextlib.suppress(Exception):  # best effort: the workers may already be gone
+            self.llm.collective_rpc("tandem_release_receiver")
         self.llm.llm_engine.engine_core.shutdown()
 
     def parameter_digest(self) -> str:

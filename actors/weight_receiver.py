@@ -8,20 +8,93 @@ weights in place with the worker's `reload_weights`, then reads back every param
 keeps under its checkpoint name (norms, output projections, embeddings: everything but the fused
 q/k/v and gate/up) and compares it with what was published. Any mismatch raises with both versions
 named: a generator must never keep generating from old weights while reporting a new version.
+The `collective` transport's streaming load (actors/weight_stream.py) is mixed into the same class.
+
+vLLM's in-place reload logs `RotaryEmbedding: Failed to load weights` on every load, and it is
+harmless: the layerwise reload (vllm/model_executor/model_loader/reload/layerwise.py,
+`finalize_layerwise_processing`) counts a layer's buffers as loadable, and the rotary embedding's only
+tensor is its `cos_sin_cache`, a non-persistent buffer computed from the config that no checkpoint
+contains. vLLM then puts the layer's original cache back (`_place_kernel_tensors`), which is exactly
+right: the cache does not depend on the weights. Its cause is in vLLM's accounting, not in what we
+send (sending the cache would mean publishing a buffer the learner does not have), so
+`reload_warnings` filters that one message, for rotary layers only: a warning about a layer with real
+weights still shows, and is reported back to the actor.
 """
 
 import hashlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from actors.weight_stream import CollectiveLoadMixin
 from core.weight_sync.manifest import WeightManifest, WeightSyncError, load_verified_file
 
 EXTENSION_QUALNAME = "actors.weight_receiver.WeightReceiverExtension"
+RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
 
 
-class WeightReceiverExtension:
+class _RotaryReloadFilter(logging.Filter):
+    """Drops vLLM's `<layer>: Failed to load weights` for rotary embeddings (see the module docstring),
+    counting what it dropped: a load's report says how many, so a test can tell the filter still has
+    something to do (a vLLM that stops logging it would make this filter dead code)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "%s: Failed to load weights" or not record.args:
+            return True
+        if not str(record.args[0]).endswith("RotaryEmbedding"):
+            return True
+        self.dropped += 1
+        return False
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@dataclass
+class ReloadWarnings:
+    """What vLLM's reload logged during one load: the warnings kept, and the harmless rotary ones
+    dropped (filled in when the load ends)."""
+
+    messages: list[str] = field(default_factory=list)
+    rotary_dropped: int = 0
+
+
+@contextmanager
+def reload_warnings() -> Iterator[ReloadWarnings]:
+    """The warnings vLLM's in-place reload logs meanwhile (after the rotary filter), so the load's
+    report carries them back to the actor, which runs in another process than the worker."""
+    logger = logging.getLogger(RELOAD_LOGGER)
+    rotary = next((f for f in logger.filters if isinstance(f, _RotaryReloadFilter)), None)
+    if rotary is None:
+        rotary = _RotaryReloadFilter()
+        logger.addFilter(rotary)
+    handler = _Collect()
+    found = ReloadWarnings(handler.messages)
+    dropped_before = rotary.dropped
+    logger.addHandler(handler)
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
+        found.rotary_dropped = rotary.dropped - dropped_before
+
+
+class WeightReceiverExtension(CollectiveLoadMixin):
     """Methods added to each vLLM worker. `self` is the worker (it has `model_runner`, `reload_weights`).
 
     Loading is two calls: `stage` verifies checksums and that every tensor fits a parameter, touching
@@ -34,7 +107,7 @@ class WeightReceiverExtension:
     def tandem_stage_weights(self, manifest_json: str, blob_path: str) -> dict[str, Any]:
         manifest = WeightManifest.from_json(manifest_json)
         tensors = load_verified_file(manifest, Path(blob_path))  # raises on any checksum mismatch
-        _check_fits(self.model_runner.get_model(), tensors, manifest.version)  # type: ignore[attr-defined]
+        check_fits(self.model_runner.get_model(), tensors, manifest.version)  # type: ignore[attr-defined]
         self._tandem_staged = (manifest, tensors)
         return {"version": manifest.version, "digest": manifest.digest}
 
@@ -46,11 +119,13 @@ class WeightReceiverExtension:
         self._tandem_staged = None
         model = self.model_runner.get_model()  # type: ignore[attr-defined]
         dtype = next(model.parameters()).dtype
-        self.reload_weights(  # type: ignore[attr-defined]
-            weights_iterator=((name, tensor.to(dtype)) for name, tensor in tensors.items()),
-        )
+        with reload_warnings() as warnings:
+            self.reload_weights(  # type: ignore[attr-defined]
+                weights_iterator=((name, tensor.to(dtype)) for name, tensor in tensors.items()),
+            )
         checked = _compare_loaded(model, tensors, manifest.version)
-        return {"version": manifest.version, "digest": manifest.digest, "checked_tensors": checked}
+        return {"version": manifest.version, "digest": manifest.digest, "checked_tensors": checked,
+                "reload_warnings": warnings.messages, "rotary_dropped": warnings.rotary_dropped}  # fmt: skip
 
     def tandem_parameter_digest(self) -> str:
         """A digest of the engine's current parameters (changes whenever a load changed anything)."""
@@ -62,7 +137,7 @@ class WeightReceiverExtension:
         return digest.hexdigest()
 
 
-def _check_fits(model: torch.nn.Module, tensors: dict[str, torch.Tensor], version: int) -> None:
+def check_fits(model: torch.nn.Module, tensors: dict[str, torch.Tensor], version: int) -> None:
     """Every published tensor must name an engine parameter (directly, or through the model's packed
     modules such as q/k/v -> qkv_proj); 1-D ones must also have the engine's shape."""
     parameters = dict(model.named_parameters())

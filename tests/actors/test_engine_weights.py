@@ -77,25 +77,32 @@ def test_published_weights_load_without_restart_and_change_generation(
     assert not disagreements, "vLLM and transformers disagree on the new weights: " + "; ".join(disagreements)
 
 
-def test_logprobs_after_load_match_transformers(
-    engine, retrained: torch.nn.Module, tiny_arith_model: Path
-) -> None:  # type: ignore[no-untyped-def]
+def worst_logprob_gap(engine, model: torch.nn.Module, model_path: Path, version: int) -> float:  # type: ignore[no-untyped-def]
+    """The parity check after a weight sync, for every transport: sample with vLLM, then the largest
+    |behaviour log-prob - transformers log-prob| over all sampled tokens (each sample stamped `version`)."""
     from actors.engine import PromptRequest, SamplingSettings
 
-    engine.load_weights(encode_weights(retrained.state_dict(), version=2))
-    problems = read_jsonl(tiny_arith_model / "prompts" / "eval.jsonl")[:16]
+    problems = read_jsonl(model_path / "prompts" / "eval.jsonl")[:16]
     requests = [PromptRequest(p.prompt_id, p.prompt) for p in problems]
     groups = engine.generate(requests, n=4, sampling=SamplingSettings(max_tokens=8, seed=3))
     worst = 0.0
     for sample in (s for group in groups for s in group):
-        assert sample.policy_version == 2
+        assert sample.policy_version == version
         ids = torch.tensor([sample.prompt_token_ids + sample.completion_token_ids])
         with torch.no_grad():
-            logits = retrained(ids).logits[0, len(sample.prompt_token_ids) - 1 : -1]
+            logits = model(ids).logits[0, len(sample.prompt_token_ids) - 1 : -1]
         expected = torch.log_softmax(logits.float(), -1)[
             torch.arange(len(sample.completion_token_ids)), ids[0, len(sample.prompt_token_ids) :]
         ]
         worst = max(worst, (expected - torch.tensor(sample.behaviour_logprobs)).abs().max().item())
+    return worst
+
+
+def test_logprobs_after_load_match_transformers(
+    engine, retrained: torch.nn.Module, tiny_arith_model: Path
+) -> None:  # type: ignore[no-untyped-def]
+    engine.load_weights(encode_weights(retrained.state_dict(), version=2))
+    worst = worst_logprob_gap(engine, retrained, tiny_arith_model, version=2)
     print(f"log-prob parity after a weight load: max |vLLM - transformers| = {worst:.2e}")
     assert worst < 1e-3
 

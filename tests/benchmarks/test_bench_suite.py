@@ -105,7 +105,7 @@ def test_quick_suite_writes_report_and_json(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_quick_weight_sync_runs_against_a_real_engine(tmp_path: Path) -> None:
-    """1 M parameters only: publish + load into vLLM through both transports, and the clone."""
+    """1 M parameters only: publish + load into vLLM through the three transports, and the clone."""
     raw = run_bench(tmp_path, "weight-sync")
     names = [found["name"] for found in raw["benchmarks"][0]["result"]["comparisons"]]
-    assert len(names) == 2 and all(name.startswith("publish + load, 1M") for name in names)
+    assert len(names) == 3 and all(name.startswith("publish + load, 1M") for name in names)

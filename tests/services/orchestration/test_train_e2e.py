@@ -1,5 +1,6 @@
 """`tandem train` end to end, shortened: real vLLM actor under Ray, embedded reward server over HTTP,
-Ray-served memory buffer, DeepSpeed learner, ray weight transport; then a resume of the same run."""
+Ray-served memory buffer, DeepSpeed learner, the default weight transport (`auto`: `collective` on one
+machine); then a resume of the same run."""
 
 import json
 from pathlib import Path
