@@ -16,6 +16,7 @@ from actors.event_loop import BackgroundLoop
 from actors.reward_client import RewardClient, RewardItem, RewardOutcome
 from actors.rollout import RolloutSettings, RolloutWorker, StepOutcome, render_prompt, reward_item
 from actors.sampling import SamplingSettings
+from core.affinity import apply_cpu_affinity
 from core.buffer import open_buffer
 from core.buffer.screening import model_limits
 from core.config import TandemConfig
@@ -45,6 +46,7 @@ def actor_id(run_name: str, index: int) -> str:
 
 class Generator:
     def __init__(self, config: TandemConfig, index: int, shared_buffer: bool = True) -> None:
+        apply_cpu_affinity(config.actors.cpu_affinity, "actors.cpu_affinity")  # before vLLM starts
         from actors.engine import GenerationEngine
 
         if config.reward.url is None:

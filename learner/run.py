@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
+from core.affinity import apply_cpu_affinity
 from core.buffer import ExperienceBuffer, SampledBatch
 from core.config import TandemConfig
 from core.schemas import ScoredGroup, build_train_batch
@@ -54,6 +55,7 @@ class Learner:
         sink: MetricsSink = lambda metrics: None,
         resume: bool = False,
     ):
+        apply_cpu_affinity(config.learner.cpu_affinity, "learner.cpu_affinity")  # before DeepSpeed starts
         self.config = config
         self.sink = sink
         dtype = DTYPES[config.model.dtype]

@@ -241,5 +241,11 @@ def _save(
     write_jsonl(train, scratch / "prompts" / "train.jsonl")
     write_jsonl(held_out, scratch / "prompts" / "eval.jsonl")
     (scratch / "tandem_model.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
-    shutil.rmtree(out_dir, ignore_errors=True)
+    # An earlier build is moved aside, not deleted first: a process reading it (a test's vLLM engine
+    # while another test process builds the same cache) keeps its open files, and the folder is
+    # never missing for longer than two renames.
+    previous = out_dir.with_name(f".{out_dir.name}.previous-{os.getpid()}")
+    if out_dir.exists():
+        out_dir.rename(previous)
     scratch.rename(out_dir)
+    shutil.rmtree(previous, ignore_errors=True)
