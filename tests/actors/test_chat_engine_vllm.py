@@ -39,3 +39,20 @@ def test_a_messages_prompt_generates_with_the_rendered_ids(engine, tiny_arith_bp
             sample.completion_token_ids
         )
     assert all(list(sample.prompt_token_ids) == prompt_token_ids(tokenizer, "12+30=") for sample in text)
+
+
+def test_tandem_generate_renders_chat_prompts_from_parquet(
+    tiny_arith_bpe_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyarrow
+    import pyarrow.parquet
+
+    from services.cli import main
+
+    path = tmp_path / "chat.parquet"
+    rows = [{"messages": [{"role": "user", "content": "12+30="}], "reference": "42"}]
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), path)
+    argv = ["generate", "--model", str(tiny_arith_bpe_model), "--prompts", str(path), "--n", "2"]
+    assert main([*argv, "--max-tokens", "4"]) == 0
+    rendered = render_chat(load_tokenizer(tiny_arith_bpe_model), rows[0]["messages"], tiny_arith_bpe_model)
+    assert repr(rendered.text) in capsys.readouterr().out  # each line shows the prompt as the model saw it
