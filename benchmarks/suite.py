@@ -26,7 +26,8 @@ from report import write_report
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 ROOT = BENCHMARKS_DIR.parent
 
-# name -> (module in benchmarks/, time limit in seconds for a full run). Listed in report order.
+# name -> (module in benchmarks/ [":function", default `run`], time limit in seconds for a full run).
+# Listed in report order. `tandem bench peer` (TRL vs Tandem) is not here: see benchmarks/peer_bench.py.
 BENCHMARKS: dict[str, tuple[str, float]] = {
     "generation": ("actors_bench", 600),
     "learner": ("learner_bench", 480),
@@ -35,6 +36,7 @@ BENCHMARKS: dict[str, tuple[str, float]] = {
     "sandbox": ("sandbox_bench", 300),
     "buffer": ("buffer_bench", 180),
     "e2e": ("e2e_bench", 900),
+    "e2e-split": ("e2e_bench:run_split", 900),
 }
 
 # What the Makefile exports for every command: CPU back-ends unless overridden, never a model hub.
@@ -133,8 +135,9 @@ def describe(outcome: Outcome) -> str:
 
 def child_main(name: str, result_file: Path, quick: bool) -> None:
     """In the child: import the benchmark module, run it, write its result."""
-    module_name, _ = BENCHMARKS[name]
-    result = importlib.import_module(module_name).run(quick)
+    target, _ = BENCHMARKS[name]
+    module_name, _, function = target.partition(":")
+    result = getattr(importlib.import_module(module_name), function or "run")(quick)
     result.quick = quick
     result_file.write_text(json.dumps(result.to_dict(), indent=1))
 

@@ -3,6 +3,10 @@
 The benchmarks live in the checkout's `benchmarks/` folder (they are not part of the installed
 package), so this command runs from a source checkout. Each benchmark runs in its own process; see
 benchmarks/suite.py for the protocol and benchmarks/report.py for what the report holds.
+
+`tandem bench peer` is asked for by name only (it is not in the default "all"): it installs Hugging
+Face TRL into a venv of its own under `--cache` and compares its RLOOTrainer with `tandem train`
+(benchmarks/peer_bench.py), replacing only the peer section of the report.
 """
 
 import argparse
@@ -10,6 +14,7 @@ import sys
 from pathlib import Path
 
 BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+PEER = "peer"  # TRL's RLOOTrainer vs tandem train: run by benchmarks/peer_bench.py, outside the suite
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "names",
         nargs="*",
         metavar="NAME",
-        help="benchmarks (default all): generation, learner, weight-sync, reward, sandbox, buffer, e2e",
+        help="benchmarks (default all): generation, learner, weight-sync, reward, sandbox, buffer, e2e, "
+        "e2e-split; and peer (TRL's RLOOTrainer vs tandem train; only when named)",
     )
     bench.add_argument(
         "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown report (JSON goes beside it)"
@@ -28,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--quick", action="store_true", help="small sizes and few repetitions (a smoke run)")
     bench.add_argument(
         "--log-dir", type=Path, default=Path("runs/bench"), help="one log per benchmark process"
+    )
+    bench.add_argument(
+        "--cache",
+        type=Path,
+        default=Path.home() / ".cache" / "tandem" / "bench",
+        help="peer: where TRL's own virtualenv is kept (trl-venv/)",
     )
     bench.set_defaults(handler=run_bench)
 
@@ -40,5 +52,15 @@ def run_bench(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(BENCHMARKS_DIR))
     import suite
 
-    outcomes = suite.run_suite(args.names, args.out, args.quick, args.log_dir)
-    return 1 if any(outcome.result is None for outcome in outcomes) else 0
+    names = [name for name in args.names if name != PEER]
+    failed = False
+    if names or not args.names:  # the suite's benchmarks: those named, or all of them
+        outcomes = suite.run_suite(names, args.out, args.quick, args.log_dir)
+        failed = any(outcome.result is None for outcome in outcomes)
+    if PEER in args.names:
+        import peer_bench
+
+        # Runs after the suite, so the report it edits is the one the suite has just written.
+        raw = peer_bench.run_peer(args.out, args.quick, args.log_dir, args.cache)
+        print(f"[bench] peer: {peer_bench.describe(raw)}; wrote the peer section of {args.out}", flush=True)
+    return 1 if failed else 0
