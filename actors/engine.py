@@ -44,10 +44,17 @@ class GenerationEngine:
         seed: int = 0,
         max_model_len: int | None = 128,
         tensor_parallel_size: int = 1,
+        in_process: bool = False,
     ):
         self.model_path = Path(model_path)
         for orphan in remove_orphans():
             log.warning("removed %s, staged weights of a process killed mid-load", orphan)
+        if in_process and tensor_parallel_size > 1:
+            raise ValueError("an in-process vLLM engine has one worker: tensor_parallel_size must be 1")
+        options = {"distributed_executor_backend": "uni"} if in_process else {}
+        # vLLM reads this when the engine is built, choosing a client in this process over an engine-core
+        # process (actors.engine_in_process says when that pays).
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
         self.llm = LLM(
             model=str(self.model_path),
             dtype=dtype,
@@ -57,6 +64,7 @@ class GenerationEngine:
             enforce_eager=True,
             logprobs_mode="processed_logprobs",  # the sampling distribution's log-probs (see above)
             worker_extension_cls=EXTENSION_QUALNAME,
+            **options,
         )
         self.policy_version: int | None = 0
         self.reload_warnings: list[str] = []  # what vLLM's reload warned about in the last load

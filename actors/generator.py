@@ -20,6 +20,7 @@ from core.affinity import apply_cpu_affinity
 from core.buffer import open_buffer
 from core.buffer.screening import model_limits
 from core.config import TandemConfig
+from core.config.actors import ActorsConfig
 from core.gc_heap import freeze_startup_objects
 from core.prompts import FilePromptSource, PromptRecord, open_prompt_source
 from core.prompts.record import read_prompt_file
@@ -73,6 +74,7 @@ class Generator:
             seed=config.run.seed + index,
             max_model_len=None,  # the model's own context length (vLLM reads it from config.json)
             tensor_parallel_size=actors.tensor_parallel_size,
+            in_process=engine_in_process(actors),
         )
         self.loop = BackgroundLoop()
         self.client = RewardClient(
@@ -186,6 +188,13 @@ class Generator:
             finally:
                 self.loop.close()
                 self.engine.close()
+
+
+def engine_in_process(actors: ActorsConfig) -> bool:
+    """`actors.engine_in_process`, or its default: in process for a CPU actor with one worker."""
+    if actors.engine_in_process is not None:
+        return actors.engine_in_process
+    return actors.num_gpus == 0 and actors.tensor_parallel_size == 1
 
 
 def _has_chat(records: list[PromptRecord]) -> bool:

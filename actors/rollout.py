@@ -75,6 +75,10 @@ class Scoring(Protocol):
     def submit(self, items: list[RewardItem]) -> "Future[list[RewardOutcome]]": ...
 
 
+# How often a paused actor checks whether it may go on (a Ray or Redis round trip each time).
+PAUSE_POLL_S = 0.02
+
+
 @dataclass(frozen=True)
 class RolloutSettings:
     actor_id: str
@@ -104,6 +108,7 @@ class RolloutStats:
     weight_loads: int = 0
     pauses_backpressure: int = 0
     pauses_stale: int = 0
+    paused_seconds: float = 0.0  # time spent in those pauses
     reward_sum: float = 0.0
     rewards_counted: int = 0
     prompts_unrenderable: int = 0  # chat prompts the policy's chat template could not render (skipped)
@@ -192,7 +197,7 @@ class RolloutWorker:
         gate = self._gate()
         if gate is not None:
             self.drain()
-            time.sleep(self.settings.pause_s)
+            self._pause(gate)
             return gate
         records = self.prompts.next_batch(self.settings.prompts_per_batch)
         if not records:  # a live stream with nothing new in its wait: finish what is in flight
@@ -287,6 +292,22 @@ class RolloutWorker:
                 return "backpressure"
             self._backpressure = False
         return None
+
+    def _pause(self, gate: StepOutcome) -> None:
+        """Wait until the gate may be open, at most `pause_s`: the backlog fell below the mark, or newer
+        weights were published. Checked every `PAUSE_POLL_S`, because a learner drains a backlog of
+        tiny-model groups in a fraction of a second, and a fixed pause would leave it waiting for data
+        (in the demo, a 0.5 s pause cost a third of the learner's time)."""
+        started = time.monotonic()
+        deadline = started + self.settings.pause_s
+        version = self.engine.policy_version
+        while (now := time.monotonic()) < deadline:
+            time.sleep(min(PAUSE_POLL_S, deadline - now))
+            if gate == "backpressure" and self.buffer.stats().backlog < self.settings.high_water:
+                break
+            if gate == "stale_weights" and (self.subscriber.latest_version() or 0) > (version or 0):
+                break
+        self.stats.paused_seconds += time.monotonic() - started
 
     def _may_reach_high_water(self, push: PendingPush) -> bool:
         """Whether the put in flight could bring the backlog to the mark (the learner only lowers it)."""

@@ -127,8 +127,9 @@ def step_segments(row: dict[str, Any]) -> dict[str, float]:
 
 def actor_waits(stats_file: Path, config_file: Path) -> dict[str, float]:
     """The actors' side from actors.json: seconds generating, and pauses for the learner (backpressure:
-    the buffer's backlog at its high-water mark; staleness: weights too far behind), each pause lasting
-    `actors.pause_s`."""
+    the buffer's backlog at its high-water mark; staleness: weights too far behind). Each actor records
+    its seconds paused (a pause ends once the gate opens); runs from before that count `actors.pause_s`
+    per pause."""
     if not stats_file.is_file():
         return {}
     stats = json.loads(stats_file.read_text())
@@ -137,11 +138,14 @@ def actor_waits(stats_file: Path, config_file: Path) -> dict[str, float]:
     pause_s = 0.5
     if config_file.is_file():
         pause_s = float((yaml.safe_load(config_file.read_text()).get("actors") or {}).get("pause_s", 0.5))
-    pauses = sum(int(a.get("pauses_backpressure", 0)) + int(a.get("pauses_stale", 0)) for a in actors)
+
+    def pauses_of(actor: dict[str, Any]) -> int:
+        return int(actor.get("pauses_backpressure", 0)) + int(actor.get("pauses_stale", 0))
+
     return {
         "generate_s": sum(float(a.get("generate_seconds", 0.0)) for a in actors),
-        "pauses": pauses,
-        "paused_s": pauses * pause_s,
+        "pauses": sum(pauses_of(a) for a in actors),
+        "paused_s": sum(float(a.get("paused_seconds", pause_s * pauses_of(a))) for a in actors),
         "batches": sum(int(a.get("batches", 0)) for a in actors),
     }
 

@@ -389,9 +389,14 @@ def read_tandem_run(run_dir: Path, launched: float) -> dict[str, Any]:
     offset = recorder_start - launched
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     evals = [row for row in read_jsonl(run_dir / "eval.jsonl") if row.get("eval_reward_mean") is not None]
+    staleness: dict[str, int] = {}  # groups trained, by how many versions behind the learner they were
+    for row in metrics:
+        for versions, groups in (row.get("staleness_histogram") or {}).items():
+            staleness[str(versions)] = staleness.get(str(versions), 0) + int(groups)
     return {
         "steps": [[offset + row["elapsed_s"], row["step"]] for row in metrics],
         "evals": [[offset + row["elapsed_s"], row["step"], row["eval_reward_mean"]] for row in evals],
+        "staleness": dict(sorted(staleness.items(), key=lambda item: int(item[0]))),
     }
 
 
@@ -547,12 +552,23 @@ def render_block(raw: dict[str, Any], picture: str, json_name: str) -> str:
         "",
         "Not equal by construction: TRL samples with transformers and clips its importance ratio (PPO-style, "
         "epsilon 0.2; its second step per generation is one update off-policy), Tandem samples with vLLM and "
-        "trains on groups up to a version or two old in async mode; TRL's evaluation pauses training while "
-        "Tandem's runs on the actor beside it. One run per side: an eval mean over 200 prompts has a 95 % "
-        "interval of about +-0.04, so a target a few hundredths away may be reached a few evaluations "
-        "sooner or later in another run.",
+        f"trains asynchronously on groups a few versions old ({staleness_text(raw['tandem'])}), RLOO without "
+        "importance weights as `configs/demo.yaml`'s staleness bound allows; TRL's evaluation pauses "
+        "training while Tandem's runs on the actor beside it. One run per side: an eval mean over 200 "
+        "prompts has a 95 % interval of about +-0.04, so a target a few hundredths away may be reached a "
+        "few evaluations sooner or later in another run.",
     ]
     return "\n".join(lines)
+
+
+def staleness_text(tandem: dict[str, Any]) -> str:
+    """ "share of groups trained at each staleness", e.g. "26 % at 0 versions behind, 25 % at 1, ..."."""
+    counts = {int(versions): groups for versions, groups in (tandem.get("staleness") or {}).items()}
+    total = sum(counts.values())
+    if not total:
+        return "staleness not recorded"
+    shares = [f"{100 * groups / total:.0f} % at {versions}" for versions, groups in sorted(counts.items())]
+    return ", ".join(shares) + " versions behind the learner"
 
 
 def run_peer(

@@ -151,8 +151,10 @@ class Learner:
             self.checkpoint()
         return self.state
 
-    def sample_batch(self, should_stop: Callable[[], bool], poll_s: float = 0.05) -> SampledBatch | None:
-        """The leader's next batch with at least one usable group; waits while the buffer has none."""
+    def sample_batch(self, should_stop: Callable[[], bool], poll_s: float = 0.01) -> SampledBatch | None:
+        """The leader's next batch with at least one usable group; waits while the buffer has none,
+        asking every `poll_s` (a tiny model's step takes tens of milliseconds: a coarser poll would
+        be a large share of each step's wait)."""
         assert self.buffer is not None, "only the leader samples"
         while not should_stop():
             if not self.fresh_quota_met():

@@ -76,6 +76,15 @@ class ActorsConfig(Section):
     tensor_parallel_size: int = Field(1, ge=1)
     """vLLM tensor-parallel degree inside one actor."""
 
+    engine_in_process: bool | None = None
+    """Run vLLM's engine core and its one worker inside the actor's process (vLLM's
+    `VLLM_ENABLE_V1_MULTIPROCESSING=0` with the `uni` executor) instead of two processes of their own.
+    In process, nothing is spawned and vLLM and torch are imported once: on a CPU the engine starts in
+    ~4 s instead of ~30 s, and the tiny demo model generates as fast or faster (no inter-process hop per
+    step). A separate engine process overlaps scheduling with the model's compute, which pays on a GPU.
+    None: in process when the actor has no GPU (`num_gpus: 0`) and `tensor_parallel_size` is 1 (tensor
+    parallelism needs one process per worker)."""
+
     max_restarts: int = Field(3, ge=-1)
     """How often Ray restarts a dead actor (-1: without limit)."""
 
@@ -94,8 +103,9 @@ class ActorsConfig(Section):
     (unreachable, 5xx, deadline), retrying with growing pauses, before it dead-letters the batch."""
 
     pause_s: float = Field(0.5, gt=0)
-    """How long an actor waits before checking again while the buffer's backlog is at its high-water
-    mark or its weights are more than `buffer.max_staleness` versions behind the learner."""
+    """The longest pause of an actor while the buffer's backlog is at its high-water mark or its
+    weights are more than `buffer.max_staleness` versions behind the learner; it checks every 20 ms
+    and goes on as soon as the backlog is below the mark or newer weights are published."""
 
     cpu_affinity: list[int] | None = Field(None, min_length=1)
     """CPU ids each actor process (and the vLLM engine processes it starts) may run on, e.g. `[0]`;

@@ -1,10 +1,11 @@
 """`train(config)`: the whole loop of `tandem train`, in the driver process.
 
-Start order matters: the reward server and the buffer first (actors need both), then the learner
-(it publishes weights v0, so actors start from what it has), then the generator pool. The learner
-runs in this process; its `should_stop` hook, called between steps and while it waits for data, is
-where the driver supervises the actors, collects evaluations, enforces the time budget and honours
-Ctrl-C. Shutdown always ends with a checkpoint, the reward curve and the actors stopped.
+Start order matters: the reward server and the buffer first (actors need both), then the generator
+pool and the learner side by side (the actors' engines start while the learner loads; the learner
+announces its weights before any actor is told to generate, and every batch starts by loading them).
+The learner runs in this process; its `should_stop` hook, called between steps and while it waits for
+data, is where the driver supervises the actors, collects evaluations, enforces the time budget and
+honours Ctrl-C. Shutdown always ends with a checkpoint, the reward curve and the actors stopped.
 """
 
 import logging
@@ -38,9 +39,10 @@ class TrainResult:
 
 
 def train(config: TandemConfig, resume: bool = False, progress: bool | None = None) -> TrainResult:
-    from actors.pool import GeneratorPool
-    from learner.run import Learner
-
+    # Ray's start is mostly waiting for its daemons; the learner's imports (torch, transformers,
+    # DeepSpeed: seconds of CPU) and the reward server's run meanwhile.
+    importing = threading.Thread(target=import_roles, name="import-roles", daemon=True)
+    importing.start()
     run_dir = config.run.run_dir
     checkpoints = run_dir / "checkpoints"
     if not resume and checkpoints.is_dir() and any(checkpoints.iterdir()):
@@ -49,6 +51,10 @@ def train(config: TandemConfig, resume: bool = False, progress: bool | None = No
         )
     write_resolved_config(config, run_dir)
     start_ray(config)
+    importing.join()
+    from actors.pool import GeneratorPool
+    from learner.run import Learner
+
     with ExitStack() as cleanup:
         config = with_reward_url(config, cleanup)
         buffer = open_buffer(config.buffer, consumer="learner-0", seed=config.run.seed, shared=True)
@@ -62,6 +68,13 @@ def train(config: TandemConfig, resume: bool = False, progress: bool | None = No
 
             prometheus.serve(config.logging.metrics_port)
             log.info("Prometheus metrics on :%d/metrics", config.logging.metrics_port)
+        # The actors' engines start (tens of seconds) while the learner loads: side by side, not one
+        # after the other. No actor generates before `pool.start`, and each batch begins by loading the
+        # newest published weights, so none generates from anything but what the learner announces.
+        pool = GeneratorPool(config)
+        supervisor.pool = pool
+        cleanup.callback(pool.shutdown)
+        cleanup.callback(pool.stop, 60.0)
         if config.learner.num_ranks > 1:
             from learner.ranks import LearnerRanks
 
@@ -71,10 +84,6 @@ def train(config: TandemConfig, resume: bool = False, progress: bool | None = No
             publisher = open_publisher(config.weight_sync, config.run)
             learner = Learner(config, buffer, publisher, supervisor.on_step, resume=resume)
         supervisor.learner = learner
-        pool = GeneratorPool(config)
-        supervisor.pool = pool
-        cleanup.callback(pool.shutdown)
-        cleanup.callback(pool.stop, 60.0)
         log.info("waiting for %d generator actor(s) to start", config.actors.num_actors)
         for ready in pool.wait_ready():
             recorder.record_event({"event": "actor_ready"} | ready)
@@ -104,6 +113,14 @@ def train(config: TandemConfig, resume: bool = False, progress: bool | None = No
             recorder.last_eval,
         )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def import_roles() -> None:
+    """Import what `train` builds after Ray is up (Python's import lock makes a concurrent import from
+    the main thread wait for this one, not import twice)."""
+    import actors.pool  # noqa: F401
+    import learner.run  # noqa: F401
+    import reward_server.app  # noqa: F401
 
 
 def run_sync(config: TandemConfig, learner: Any, pool: Any, supervisor: Supervisor) -> None:

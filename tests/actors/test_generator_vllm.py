@@ -110,3 +110,21 @@ def test_reward_server_failures_are_dead_lettered_not_zeroed(generator) -> None:
     letters = read_dead_letters(generator.config.run.run_dir / "dead_letter")
     assert len(letters) == 8 and all("unreachable" in letter["reason"] for letter in letters)
     assert all(sample["reward"] is None for letter in letters for sample in letter["samples"])
+
+
+def test_a_cpu_actor_runs_its_engine_in_its_own_process(generator) -> None:  # type: ignore[no-untyped-def]
+    # No engine-core or worker process to spawn and import (actors.engine_in_process): the client
+    # is vLLM's in-process one and the engine's worker lives here.
+    client = generator.engine.llm.llm_engine.engine_core
+    assert type(client).__name__ == "InprocClient"
+
+
+def test_the_engine_in_process_default_follows_the_actor_hardware() -> None:
+    from actors.generator import engine_in_process
+    from core.config.actors import ActorsConfig
+
+    assert engine_in_process(ActorsConfig())
+    assert not engine_in_process(ActorsConfig(num_gpus=1))
+    assert not engine_in_process(ActorsConfig(tensor_parallel_size=2))
+    assert not engine_in_process(ActorsConfig(engine_in_process=False))
+    assert engine_in_process(ActorsConfig(num_gpus=1, engine_in_process=True))

@@ -10,6 +10,7 @@ cursor survives a restart.
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -283,6 +284,26 @@ def test_backpressure_pauses_generation_until_the_learner_consumes(
     buffer.ack(batch.delivery_ids)
     assert worker.step() == "generated"
     assert worker.stats.pauses_backpressure == 2
+    worker.close()
+
+
+def test_a_pause_ends_as_soon_as_the_learner_drains_the_backlog(
+    tmp_path: Path, reward_url: str, loop
+) -> None:  # type: ignore[no-untyped-def]
+    buffer = MemoryBuffer(BufferConfig(high_water=3))
+    worker = make_worker(tmp_path, reward_url, loop, buffer=buffer, high_water=3)
+    worker.settings = replace(worker.settings, pause_s=30.0)
+    worker.step()
+    worker.step()
+    worker.drain()  # the backlog (6) is past the mark
+    drained = threading.Timer(0.3, lambda: buffer.ack(buffer.sample(6, learner_version=0).delivery_ids))
+    drained.start()
+    started = time.monotonic()
+    assert worker.step() == "backpressure"
+    waited = time.monotonic() - started
+    assert 0.3 <= waited < 10.0  # paused until the drain, not for the whole 30 s
+    assert 0.3 <= worker.stats.paused_seconds < 10.0
+    assert worker.step() == "generated"
     worker.close()
 
 

@@ -168,6 +168,7 @@ def test_the_peer_block_replaces_only_itself_and_survives_a_suite_report(tmp_pat
     assert "## peer: TRL RLOOTrainer vs tandem train" in text and "TRL ÷ Tandem" in text
     assert "`num_generations=4`" in text and "`actors.n_samples=4`" in text and "peer_curves.png" in text
     assert json.loads((tmp_path / "benchmarks-peer.json").read_text())["summary"]["target_eval"] == 0.95
+    assert "versions behind the learner" in text or "staleness not recorded" in text
 
     peer_bench.write_outputs(recorded_raw(), out)  # again: one block, not two
     assert out.read_text().count(PEER_BEGIN) == 1
@@ -182,3 +183,9 @@ def test_the_peer_block_replaces_only_itself_and_survives_a_suite_report(tmp_pat
     regenerated = out.read_text()
     assert "## peer: TRL RLOOTrainer vs tandem train" in regenerated and "my notes" in regenerated
     assert "## e2e: old section" not in regenerated  # the suite's own sections are its to rewrite
+
+
+def test_staleness_is_summed_over_steps_and_given_as_shares() -> None:
+    tandem = {"staleness": {"0": 30, "1": 10}}
+    assert peer_bench.staleness_text(tandem) == "75 % at 0, 25 % at 1 versions behind the learner"
+    assert peer_bench.staleness_text({}) == "staleness not recorded"
