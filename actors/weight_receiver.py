@@ -10,6 +10,14 @@ q/k/v and gate/up) and compares it with what was published. Any mismatch raises 
 named: a generator must never keep generating from old weights while reporting a new version.
 The `collective` transport's streaming load (actors/weight_stream.py) is mixed into the same class.
 
+A LoRA run publishes its adapter alone (core/weight_sync/adapter.py). Verified the same way (checksums
+or fingerprints of what was sent), it is merged into the base weights of the layers it adapts
+(actors/adapter_merge.py) and those layers alone are reloaded. vLLM's reload then says of every other
+layer `Failed to load weights` (and lists their tensors as not loaded): it logs that only for a layer
+that received no tensor, which keeps its current weights, the base's. Those messages are expected in
+an adapter load and counted (`untouched_layers`), not reported; a layer the merge sends receives all
+of its tensors (`reload_names`), so it never lands half-loaded.
+
 vLLM's in-place reload logs `RotaryEmbedding: Failed to load weights` on every load, and it is
 harmless: the layerwise reload (vllm/model_executor/model_loader/reload/layerwise.py,
 `finalize_layerwise_processing`) counts a layer's buffers as loadable, and the rotary embedding's only
@@ -31,11 +39,16 @@ from typing import Any
 
 import torch
 
+from actors.adapter_merge import AdapterMerger
 from actors.weight_stream import CollectiveLoadMixin
+from core.weight_sync.adapter import is_adapter_payload, read_adapter_payload
 from core.weight_sync.manifest import WeightManifest, WeightSyncError, load_verified_file
 
 EXTENSION_QUALNAME = "actors.weight_receiver.WeightReceiverExtension"
 RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
+INPLACE_LOGGER = "vllm.model_executor.model_loader.reload.inplace"
+FAILED_LAYER = "%s: Failed to load weights"
+NOT_LOADED = "Following weights were not loaded from checkpoint: %s"
 
 
 class _RotaryReloadFilter(logging.Filter):
@@ -48,12 +61,25 @@ class _RotaryReloadFilter(logging.Filter):
         self.dropped = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != "%s: Failed to load weights" or not record.args:
+        if record.msg != FAILED_LAYER or not record.args:
             return True
         if not str(record.args[0]).endswith("RotaryEmbedding"):
             return True
         self.dropped += 1
         return False
+
+
+class _UntouchedLayersFilter(logging.Filter):
+    """Drops, during an adapter load only, vLLM's messages about layers that received no tensor (see
+    the module docstring), counting the layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.layers += record.msg == FAILED_LAYER
+        return record.msg not in (FAILED_LAYER, NOT_LOADED)
 
 
 class _Collect(logging.Handler):
@@ -72,13 +98,17 @@ class ReloadWarnings:
 
     messages: list[str] = field(default_factory=list)
     rotary_dropped: int = 0
+    untouched_layers: int = 0
 
 
 @contextmanager
-def reload_warnings() -> Iterator[ReloadWarnings]:
+def reload_warnings(partial: bool = False) -> Iterator[ReloadWarnings]:
     """The warnings vLLM's in-place reload logs meanwhile (after the rotary filter), so the load's
-    report carries them back to the actor, which runs in another process than the worker."""
+    report carries them back to the actor, which runs in another process than the worker. `partial`:
+    an adapter load, which sends some layers only (the others' messages are counted, not kept)."""
     logger = logging.getLogger(RELOAD_LOGGER)
+    untouched = _UntouchedLayersFilter()
+    partial_loggers = [logger, logging.getLogger(INPLACE_LOGGER)] if partial else []
     rotary = next((f for f in logger.filters if isinstance(f, _RotaryReloadFilter)), None)
     if rotary is None:
         rotary = _RotaryReloadFilter()
@@ -87,11 +117,16 @@ def reload_warnings() -> Iterator[ReloadWarnings]:
     found = ReloadWarnings(handler.messages)
     dropped_before = rotary.dropped
     logger.addHandler(handler)
+    for each in partial_loggers:
+        each.addFilter(untouched)  # after the rotary filter, which thus still counts its own
     try:
         yield found
     finally:
         logger.removeHandler(handler)
+        for each in partial_loggers:
+            each.removeFilter(untouched)
         found.rotary_dropped = rotary.dropped - dropped_before
+        found.untouched_layers = untouched.layers
 
 
 class WeightReceiverExtension(CollectiveLoadMixin):
@@ -102,30 +137,47 @@ class WeightReceiverExtension(CollectiveLoadMixin):
     weight changes; only a failure inside vLLM's own reload can leave the engine in between.
     """
 
-    _tandem_staged: tuple[WeightManifest, dict[str, torch.Tensor]] | None = None
+    _tandem_staged: tuple[WeightManifest, dict[str, torch.Tensor], bool] | None = None
+    _tandem_merger: AdapterMerger | None = None
 
     def tandem_stage_weights(self, manifest_json: str, blob_path: str) -> dict[str, Any]:
         manifest = WeightManifest.from_json(manifest_json)
         tensors = load_verified_file(manifest, Path(blob_path))  # raises on any checksum mismatch
+        adapter = is_adapter_payload(tensors)
+        if adapter:  # merged here, so a bad adapter is refused before any weight changes
+            tensors = self._tandem_merge_adapter(tensors, manifest.version)
         check_fits(self.model_runner.get_model(), tensors, manifest.version)  # type: ignore[attr-defined]
-        self._tandem_staged = (manifest, tensors)
+        self._tandem_staged = (manifest, tensors, adapter)
         return {"version": manifest.version, "digest": manifest.digest}
 
     def tandem_commit_weights(self, version: int) -> dict[str, Any]:
         if self._tandem_staged is None or self._tandem_staged[0].version != version:
             staged = None if self._tandem_staged is None else self._tandem_staged[0].version
             raise WeightSyncError(f"commit of weights v{version} but v{staged} is staged")
-        manifest, tensors = self._tandem_staged
+        manifest, tensors, adapter = self._tandem_staged
         self._tandem_staged = None
         model = self.model_runner.get_model()  # type: ignore[attr-defined]
         dtype = next(model.parameters()).dtype
-        with reload_warnings() as warnings:
+        with reload_warnings(partial=adapter) as warnings:
             self.reload_weights(  # type: ignore[attr-defined]
                 weights_iterator=((name, tensor.to(dtype)) for name, tensor in tensors.items()),
             )
-        checked = _compare_loaded(model, tensors, manifest.version)
+        checked = _compare_loaded(model, tensors, manifest.version, require_match=not adapter)
         return {"version": manifest.version, "digest": manifest.digest, "checked_tensors": checked,
-                "reload_warnings": warnings.messages, "rotary_dropped": warnings.rotary_dropped}  # fmt: skip
+                "reload_warnings": warnings.messages, "rotary_dropped": warnings.rotary_dropped,
+                "adapter": adapter, "untouched_layers": warnings.untouched_layers}  # fmt: skip
+
+    def _tandem_merge_adapter(
+        self, tensors: dict[str, torch.Tensor], version: int
+    ) -> dict[str, torch.Tensor]:
+        """A verified adapter payload as full tensors of the layers it adapts (actors/adapter_merge.py),
+        merged into the base of the model folder this engine was started from."""
+        if self._tandem_merger is None:
+            model = self.model_runner.get_model()  # type: ignore[attr-defined]
+            packed = getattr(model, "packed_modules_mapping", {}) or {}
+            model_dir = Path(self.vllm_config.model_config.model)  # type: ignore[attr-defined]
+            self._tandem_merger = AdapterMerger(model_dir, packed, next(model.parameters()).dtype)
+        return self._tandem_merger.merge(read_adapter_payload(tensors, version), version)
 
     def tandem_parameter_digest(self) -> str:
         """A digest of the engine's current parameters (changes whenever a load changed anything)."""
@@ -169,8 +221,12 @@ def check_fits(model: torch.nn.Module, tensors: dict[str, torch.Tensor], version
             raise WeightSyncError(f"weights v{version}: {name} matches no parameter of the engine's model")
 
 
-def _compare_loaded(model: torch.nn.Module, tensors: dict[str, torch.Tensor], version: int) -> int:
-    """Compare every engine parameter stored under a published name with the published tensor."""
+def _compare_loaded(
+    model: torch.nn.Module, tensors: dict[str, torch.Tensor], version: int, require_match: bool = True
+) -> int:
+    """Compare every engine parameter stored under a published name with the published tensor.
+    `require_match`: at least one must be comparable (a full load always has norms and embeddings;
+    an adapter load may touch only fused or repacked layers, covered by the checksums instead)."""
     parameters = dict(model.named_parameters())
     checked = 0
     for name, published in tensors.items():
@@ -182,7 +238,7 @@ def _compare_loaded(model: torch.nn.Module, tensors: dict[str, torch.Tensor], ve
                 f"engine parameter {name} differs from published weights v{version} after load"
             )
         checked += 1
-    if checked == 0:
+    if checked == 0 and require_match:
         raise WeightSyncError(
             f"weights v{version}: no published tensor could be matched to an engine parameter"
         )

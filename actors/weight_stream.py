@@ -9,6 +9,10 @@ checks its fingerprint, and yields its tensors: bytes go from the socket into vL
 file, a pickle or a second full copy. Afterwards every parameter vLLM keeps under its published name
 and shape is read back and compared (by exact integer sums) with what arrived.
 
+An adapter (a LoRA run's payload, core/weight_sync/adapter.py) is a few MB: it is received whole, each
+bucket checked as above, merged into the base weights (actors/adapter_merge.py) before any weight
+changes, and the merged layers stream into the same reload.
+
 Failures are returned, not raised, with `touched` saying whether any weight may have changed: a
 refusal before streaming leaves the engine on its version; one during it leaves the weights unknown,
 and the engine then refuses to generate until a good load (actors/engine.py).
@@ -23,6 +27,7 @@ from typing import Any
 
 import torch
 
+from core.weight_sync.adapter import is_adapter_payload
 from core.weight_sync.buckets import tensor_sum
 from core.weight_sync.collective_receiver import CollectiveReceiver, Incoming
 from core.weight_sync.manifest import WeightSyncError
@@ -43,30 +48,40 @@ class CollectiveLoadMixin:
             receiver = self._receiver(rendezvous, timeout_s)
             incoming = receiver.request()
             model = self.model_runner.get_model()  # type: ignore[attr-defined]
-            shapes = {slot.name: torch.empty(slot.shape, device="meta") for slot in incoming.plan.slots()}
+            started = time.perf_counter()
+            merge_s = 0.0
+            adapter = is_adapter_payload(slot.name for slot in incoming.plan.slots())
+            if adapter:  # received and merged whole: refused, if at all, before any weight changes
+                tensors = dict(incoming.tensors())
+                _check_complete(incoming)
+                merging = time.perf_counter()
+                merged = self._tandem_merge_adapter(tensors, incoming.version)  # type: ignore[attr-defined]
+                merge_s = time.perf_counter() - merging
+                shapes: dict[str, torch.Tensor] = merged
+                stream: Iterator[tuple[str, torch.Tensor]] = iter(merged.items())
+            else:
+                shapes = {slot.name: torch.empty(slot.shape, device="meta") for slot in incoming.plan.slots()}
+                stream = incoming.tensors()
             check_fits(model, shapes, incoming.version)  # refuses before any weight changes
             parameters = dict(model.named_parameters())
             dtype = next(model.parameters()).dtype
             expected: dict[str, int] = {}
             touched = True
-            started = time.perf_counter()
-            with reload_warnings() as warnings:
+            with reload_warnings(partial=adapter) as warnings:
                 self.reload_weights(  # type: ignore[attr-defined]
-                    weights_iterator=_checked(incoming, parameters, dtype, expected)
+                    weights_iterator=_checked(stream, parameters, dtype, expected)
                 )
             reloaded = time.perf_counter()
-            if not incoming.complete:
-                raise WeightSyncError(
-                    f"weights v{incoming.version}: the loader stopped after {incoming.received} of "
-                    f"{len(incoming.plan.buckets)} buckets"
-                )
-            _compare(parameters, expected, incoming.version)
-            # Where the load's time went: waiting for buckets, fingerprinting them, and the rest of the
-            # reload (vLLM's loaders and processing, plus the expected sums), then the read-back.
+            _check_complete(incoming)
+            _compare(parameters, expected, incoming.version, require_match=not adapter)
+            # Where the load's time went: waiting for buckets, fingerprinting them, merging an adapter,
+            # and the rest of the reload (vLLM's loaders and processing, plus the expected sums), then
+            # the read-back.
             seconds = {
                 "wait": incoming.wait_s,
                 "fingerprint": incoming.fingerprint_s,
-                "reload": reloaded - started - incoming.wait_s - incoming.fingerprint_s,
+                "merge": merge_s,
+                "reload": reloaded - started - incoming.wait_s - incoming.fingerprint_s - merge_s,
                 "read_back": time.perf_counter() - reloaded,
             }
         except Exception as error:  # reported to the engine, which decides
@@ -76,7 +91,8 @@ class CollectiveLoadMixin:
             return {"ok": False, "touched": touched, "error": f"{type(error).__name__}: {error}"}
         return {"ok": True, "version": incoming.version, "digest": incoming.plan.digest,
                 "checked_tensors": len(expected), "reload_warnings": warnings.messages,
-                "rotary_dropped": warnings.rotary_dropped, "seconds": seconds}  # fmt: skip
+                "rotary_dropped": warnings.rotary_dropped, "seconds": seconds, "adapter": adapter,
+                "untouched_layers": warnings.untouched_layers}  # fmt: skip
 
     def tandem_release_receiver(self) -> None:
         """Leave the learner's group now (the engine is shutting down): an open pair group otherwise
@@ -109,15 +125,23 @@ class CollectiveLoadMixin:
         self._tandem_receiver = None
 
 
+def _check_complete(incoming: Incoming) -> None:
+    if not incoming.complete:
+        raise WeightSyncError(
+            f"weights v{incoming.version}: the loader stopped after {incoming.received} of "
+            f"{len(incoming.plan.buckets)} buckets"
+        )
+
+
 def _checked(
-    incoming: Incoming,
+    tensors: Iterator[tuple[str, torch.Tensor]],
     parameters: dict[str, torch.nn.Parameter],
     dtype: torch.dtype,
     expected: dict[str, int],
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """The arriving tensors in the engine's dtype; records the integer sum of each one that an engine
     parameter keeps under the same name and shape, for the read-back after the load."""
-    for name, tensor in incoming.tensors():
+    for name, tensor in tensors:
         tensor = tensor.to(dtype)
         parameter = parameters.get(name)
         if parameter is not None and parameter.shape == tensor.shape:
@@ -125,8 +149,13 @@ def _checked(
         yield name, tensor
 
 
-def _compare(parameters: dict[str, torch.nn.Parameter], expected: dict[str, int], version: int) -> None:
-    if not expected:
+def _compare(
+    parameters: dict[str, torch.nn.Parameter],
+    expected: dict[str, int],
+    version: int,
+    require_match: bool = True,
+) -> None:
+    if not expected and require_match:
         raise WeightSyncError(
             f"weights v{version}: no published tensor could be matched to an engine parameter"
         )

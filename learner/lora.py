@@ -6,11 +6,12 @@ peft adapter on the target linear layers, W' = W + (alpha / r) B A (Hu et al. 20
 - Reference: the same module with the adapter switched off (`disable_adapter`), which computes
   exactly the base model, so the KL reference costs no second copy of the weights
   (`adapter_off_reference`).
-- Weights leaving the learner (weight sync, the HF export) are the merged model under the base
-  model's own parameter names (`merged_state_dict`): W + (alpha / r) B A per target layer, computed
-  without touching the module (merging in place and unmerging would drift W by float round-off at
-  every publish). The actors therefore load LoRA policies as ordinary full weights today; sending
-  the adapter tensors alone is a later step (the weight transports are not touched here).
+- A weight sync sends the adapter alone (`adapter_state_dict`: A, B and alpha / r per target
+  weight, core/weight_sync/adapter.py), and each actor merges it into its own pristine copy of the
+  base weights: a few MB per version instead of the whole model.
+- The HF export is the merged model under the base model's own parameter names
+  (`merged_state_dict`): W + (alpha / r) B A per target layer, computed without touching the module
+  (merging in place and unmerging would drift W by float round-off at every publish).
 - The checkpoint's `hf/` is the merged model (what vLLM and transformers load); `hf-adapter/` beside
   it is the adapter folder peft loads onto the base model (`PeftModel.from_pretrained`).
 
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 
 from core.config.model import LoraConfig
+from core.weight_sync.adapter import AdapterFactor, adapter_payload
 
 ADAPTER_DIR = "hf-adapter"  # beside a checkpoint's hf/ export
 
@@ -95,6 +97,32 @@ def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             continue
         merged[key.replace(".base_layer.", ".")] = deltas.get(key, tensor)
     return merged
+
+
+@torch.no_grad()
+def adapter_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a LoRA policy publishes: its adapter's A, B and scaling per target weight, under the base
+    model's weight names (core/weight_sync/adapter.py), detached views of the live tensors (the
+    transport copies them). A trainable tensor outside the adapter, which the actors would never see,
+    is refused."""
+    base = model.get_base_model()  # type: ignore[operator]
+    factors: dict[str, AdapterFactor] = {}
+    covered: set[int] = set()
+    for name, module in base.named_modules():
+        if not (hasattr(module, "get_delta_weight") and hasattr(module, "base_layer")):
+            continue
+        (adapter,) = module.active_adapters  # one adapter: `apply_lora` makes exactly one
+        a, b = module.lora_A[adapter].weight, module.lora_B[adapter].weight
+        covered |= {id(a), id(b)}
+        if module.fan_in_fan_out:  # GPT-2's Conv1D keeps W as in x out: (B A)^T = A^T B^T
+            a, b = b.T, a.T
+        factors[f"{name}.weight"] = AdapterFactor(a.detach(), b.detach(), float(module.scaling[adapter]))
+    outside = [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in covered]
+    if outside:
+        raise ValueError(
+            f"trainable tensors outside the LoRA adapter would never reach the actors: {outside[:5]}"
+        )
+    return adapter_payload(factors)
 
 
 class AdapterOff(torch.nn.Module):

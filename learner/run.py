@@ -35,7 +35,7 @@ from learner import engine as ds
 from learner.checkpoint import LearnerState, load_checkpoint, save_checkpoint
 from learner.data_parallel import Ranks, broadcast_int, order_for_ranks, share_groups
 from learner.ledger import LEDGER, Ledger
-from learner.lora import AdapterOff, apply_lora, merged_state_dict
+from learner.lora import AdapterOff, adapter_state_dict, apply_lora, is_lora
 from learner.reference import ReferenceModel
 from learner.step import needs_behaviour_logprobs, row_sources, screen_groups, train_step
 
@@ -68,6 +68,7 @@ class Learner:
         if self.ranks.leader and (buffer is None or publisher is None):
             raise ValueError("learner rank 0 needs the experience buffer and the weight publisher")
         self.buffer, self.publisher = buffer, publisher
+        self.published_bytes = 0  # of the last publish (the leader's; an adapter's alone in a LoRA run)
         if config.model.lora is not None:  # the base model under the adapter: no second copy
             self.reference = ReferenceModel.of_module(
                 AdapterOff(self.engine.module), device=self.engine.device
@@ -137,9 +138,10 @@ class Learner:
                     fresh_groups=[group.group_id for group in sampled.groups[: sampled.num_fresh]],
                     replayed_groups=[group.group_id for group in sampled.groups[sampled.num_fresh :]],
                 )  # fmt: skip
-            metrics["publish_time_s"] = 0.0
+            metrics["publish_time_s"], metrics["publish_bytes"] = 0.0, 0
             if self.state.step % self.config.learner.sync_every == 0:
                 metrics["publish_time_s"] = self.publish(self.state.policy_version + 1)
+                metrics["publish_bytes"] = self.published_bytes
             if sampled is not None:
                 self.report(
                     **metrics, **batch_metrics(sampled), skipped=dict(self.skipped), sample_wait_s=waited,
@@ -232,8 +234,12 @@ class Learner:
                 # Announce first: after a crash in between, the buffer's version is never behind what
                 # actors may hold, which `announce_weights` relies on.
                 self.buffer.set_learner_version(version)
-                # A LoRA policy goes out merged, under the base model's names (learner/lora.py).
-                self.publisher.publish(merged_state_dict(self.engine.module), version)
+                # A LoRA policy sends its adapter alone; the actors merge it into their base weights.
+                module = self.engine.module
+                manifest = self.publisher.publish(
+                    adapter_state_dict(module) if is_lora(module) else module.state_dict(), version
+                )
+                self.published_bytes = manifest.num_bytes
         self.state.policy_version = version
         elapsed = time.perf_counter() - started
         log.info("published weights v%d in %.3f s", version, elapsed)

@@ -5,7 +5,7 @@ the filter is not dead code) is checked on a real engine in tests/actors/test_en
 
 import logging
 
-from actors.weight_receiver import RELOAD_LOGGER, reload_warnings
+from actors.weight_receiver import INPLACE_LOGGER, RELOAD_LOGGER, reload_warnings
 
 
 def test_only_the_rotary_embeddings_failed_load_is_dropped() -> None:
@@ -50,3 +50,22 @@ def test_the_filter_drops_it_for_every_handler_not_only_ours() -> None:
     finally:
         vllm_logger.removeHandler(seen)
     assert seen.messages == ["RMSNorm: Failed to load weights"]
+
+
+def test_an_adapter_load_counts_the_layers_it_left_alone_and_keeps_other_warnings() -> None:
+    """An adapter load reloads the adapted layers only: vLLM's messages about the others (no tensor
+    received, weights kept) are counted, not reported; afterwards a full load reports them again."""
+    logger = logging.getLogger(RELOAD_LOGGER)
+    inplace = logging.getLogger(INPLACE_LOGGER)
+    with reload_warnings(partial=True) as warnings:
+        logger.warning("%s: Failed to load weights", "RotaryEmbedding")
+        logger.warning("%s: Failed to load weights", "VocabParallelEmbedding")
+        logger.warning("%s: Failed to load weights", "RMSNorm")
+        inplace.warning("Following weights were not loaded from checkpoint: %s", {"model.norm.weight"})
+        logger.warning("%s: Excessive buffering", "QKVParallelLinear")
+    assert warnings.messages == ["QKVParallelLinear: Excessive buffering"]
+    assert warnings.rotary_dropped == 1 and warnings.untouched_layers == 2
+    with reload_warnings() as full:
+        logger.warning("%s: Failed to load weights", "RMSNorm")
+    assert full.messages == ["RMSNorm: Failed to load weights"] and full.untouched_layers == 0
+    assert len(inplace.filters) == 0
