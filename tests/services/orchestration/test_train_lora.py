@@ -1,8 +1,9 @@
 """`tandem train` with a LoRA adapter (`--set model.lora.rank=8`), end to end on the demo model: the
-learner trains the adapter only, its reference is the base with the adapter off, the actors get the
-merged weights and evaluate on the final version; the checkpoint exports the merged model (`hf/`) and
-the adapter (`hf-adapter/`), and a resume continues from it. vLLM serving the merged export generates
-what transformers' base model + adapter (peft) ranks first.
+learner trains the adapter only, its reference is the base with the adapter off, each weight sync
+sends the adapter alone (the actors merge it into their base) and they evaluate on the final version;
+the checkpoint exports the merged model (`hf/`) and the adapter (`hf-adapter/`), and a resume
+continues from it. vLLM serving the merged export generates what transformers' base model + adapter
+(peft) ranks first.
 """
 
 from pathlib import Path
@@ -62,6 +63,11 @@ def test_lora_run_trains_the_adapter_exports_both_forms_and_resumes(
     assert result.steps == 4 and result.policy_version == 4
     evals = read_run_jsonl(run_dir / "eval.jsonl")
     assert [row["step"] for row in evals] == [0, 2, 4] and evals[-1]["policy_version"] == 4
+    # Adapter-only sync: each publish is a small fraction of the model (rank 8 on a 128-wide model).
+    model_bytes = (tiny_arith_model / "model.safetensors").stat().st_size
+    sent = [row["publish_bytes"] for row in read_run_jsonl(run_dir / "metrics.jsonl")]
+    print(f"bytes per weight sync: {sent} (the model file: {model_bytes})")
+    assert sent and all(0 < size < model_bytes / 4 for size in sent), sent
 
     checkpoint = run_dir / "checkpoints" / "step-00000004"
     export, adapter_dir = checkpoint / "hf", checkpoint / ADAPTER_DIR
