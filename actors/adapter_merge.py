@@ -8,9 +8,13 @@ same reload path as a full weight sync. Merging always starts from the pristine 
 never accumulate, and a fresh engine (a restarted actor) gets base + the current adapter from its
 first load. Memory: one copy of the adapted layers' base weights per worker.
 
-Why merging and not vLLM's own LoRA serving (`enable_lora` with a new `LoRARequest` per version):
-measured in benchmarks/lora_sync_bench.py and recorded in the README; merged weights generate at the
-base model's speed, with the same kernels and log-probs as a full fine-tuning run.
+Why merging and not vLLM's own LoRA serving (`enable_lora`, a new `LoRARequest` per version),
+measured by benchmarks/lora_sync_bench.py on a 10 M-parameter Qwen2 with a rank-8 adapter on every
+projection (vLLM 0.32 on CPU): a new version reaches its first token about as fast either way (0.13 to
+0.19 s merging, 0.07 to 0.39 s as a vLLM adapter), but the merged engine then generates 2.3x faster
+(about 1100 against 480 tokens/s), since serving an adapter adds the low-rank products to every
+projection of every token. Actors spend their time generating, so they merge; merged weights also
+run the same kernels, and give the same log-probs, as a full fine-tuning run.
 """
 
 from collections.abc import Mapping
