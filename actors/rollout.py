@@ -194,6 +194,13 @@ class RolloutWorker:
 
     def step(self) -> StepOutcome:
         self.sync_weights()
+        # A batch whose rewards are already back goes to the buffer now, not after the next batch has
+        # generated: its groups reach the learner one generation sooner (fresher). A slow scorer's
+        # batch is still finished after the next generate, so its latency stays hidden.
+        # The batch stays held until its put is submitted: a failure here leaves it for `close`.
+        if self._pending is not None and self._pending.outcomes.done():
+            self._finish(self._pending)
+            self._pending = None
         gate = self._gate()
         if gate is not None:
             self.drain()

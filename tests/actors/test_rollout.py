@@ -268,6 +268,27 @@ def test_a_reward_server_outage_holds_the_batch_until_it_is_back(tmp_path: Path,
     assert worker.buffer.stats().backlog == 3 and worker.stats.groups_dead_lettered == 0
 
 
+def test_a_batch_scored_in_time_is_pushed_before_the_next_batch_generates(
+    tmp_path: Path, reward_url: str, loop
+) -> None:  # type: ignore[no-untyped-def]
+    buffer = MemoryBuffer(BufferConfig())
+    backlog_when_generating: list[int] = []
+
+    class RecordingEngine(ScriptedEngine):
+        def generate(self, requests, n, sampling, actor_id="local"):  # type: ignore[no-untyped-def]
+            worker.wait_for_push()  # a put submitted before this generate has landed by now
+            backlog_when_generating.append(buffer.stats().backlog)
+            return super().generate(requests, n, sampling, actor_id)
+
+    worker = make_worker(tmp_path, reward_url, loop, buffer=buffer, engine=RecordingEngine())
+    worker.step()
+    worker._pending.outcomes.result()  # batch 1's rewards are back before the next step
+    worker.step()
+    # Batch 1's groups went to the buffer before batch 2 generated: a generation fresher.
+    assert backlog_when_generating == [0, 3]
+    worker.close()
+
+
 def test_backpressure_pauses_generation_until_the_learner_consumes(
     tmp_path: Path, reward_url: str, loop
 ) -> None:  # type: ignore[no-untyped-def]
