@@ -14,6 +14,7 @@ results into docs/benchmarks.md and docs/benchmarks.json.
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 from collections.abc import Callable
@@ -130,6 +131,26 @@ def alternate(
         for label in order:
             values[label].append(sides[label]())
     return values
+
+
+def run_in_own_session(
+    command: list[str], cwd: Path, environment: dict[str, str], log: Path, limit_s: float
+) -> int | None:
+    """Run `command` with its output in `log`; its exit status, or None when it ran past `limit_s`.
+
+    The process gets a session of its own, so a kill past the limit reaches the engine cores, Ray
+    processes and servers it started, not only its own interpreter.
+    """
+    with log.open("w") as handle:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=environment, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            return process.wait(timeout=limit_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return None
 
 
 def machine_description() -> dict[str, Any]:

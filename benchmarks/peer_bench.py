@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from harness import machine_description
+from harness import machine_description, run_in_own_session
 from report import PEER_BEGIN, PEER_END, number, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -307,23 +306,10 @@ def check_trl_venv(python: Path) -> dict[str, Any]:
 
 def launch(command: list[str], log: Path, label: str) -> tuple[float, float]:
     """Run `command` in its own session, output to `log`; returns (launch epoch, wall seconds)."""
-    environment = os.environ | ENVIRONMENT
     launched = time.time()
-    with log.open("w") as handle:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=environment,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            code = process.wait(timeout=RUN_LIMIT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            raise RuntimeError(f"{label} overran {RUN_LIMIT_S} s; see {log}") from None
+    code = run_in_own_session(command, ROOT, os.environ | ENVIRONMENT, log, RUN_LIMIT_S)
+    if code is None:
+        raise RuntimeError(f"{label} overran {RUN_LIMIT_S} s; see {log}")
     if code != 0:
         tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
         raise RuntimeError(f"{label} exited with status {code}: {tail} (log {log})")

@@ -12,15 +12,13 @@ import argparse
 import importlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import BenchResult, machine_description
+from harness import BenchResult, machine_description, run_in_own_session
 from report import write_report
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
@@ -95,24 +93,11 @@ def run_child(name: str, quick: bool, log_dir: Path) -> Outcome:
     environment = CHILD_ENVIRONMENT | os.environ
     load_before = list(os.getloadavg())
     started = time.monotonic()
-    with log.open("w") as handle:
-        # A session of its own, so a kill past the limit reaches the engine cores, Ray processes and
-        # servers it started, not only the benchmark's own interpreter.
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=environment,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            code = process.wait(timeout=limit)
-            error = None if code == 0 else f"exited with status {code}"
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            error = f"killed after its {limit:.0f} s limit"
+    code = run_in_own_session(command, ROOT, environment, log, limit)
+    if code is None:
+        error = f"killed after its {limit:.0f} s limit"
+    else:
+        error = None if code == 0 else f"exited with status {code}"
     seconds = time.monotonic() - started
     result = json.loads(result_file.read_text()) if error is None and result_file.is_file() else None
     if result is None and error is None:
