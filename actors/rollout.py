@@ -1,23 +1,29 @@
 """The rollout loop of one generation actor: prompts -> n samples each -> rewards -> ScoredGroups -> buffer.
 
-One `step` is one batch of prompts. Scoring and pushing are pipelined: batch k's reward call runs on
-a background event loop while batch k+1 generates, and its groups then go to the buffer on a pusher
-thread while batch k+2 generates, so neither the reward server's latency nor the buffer's (a Ray
-call, or a Redis transaction: a tenth of a tiny model's step, benchmarks/actors_bench.py) holds up
-the engine. Between batches the worker picks up newly published weights, and it pauses instead of
-generating while the buffer's fresh backlog is at its high-water mark or while its weights are more
-than `max_staleness` versions behind the learner (what it made would only be dropped as stale).
-The gate reads both from the last put's answer while a put is in flight (one batch old), and waits
-for that put when it could reach the high-water mark, so an actor pauses no later than unpipelined
-(other actors' puts, as before, show in the next answer: a shared buffer may pass the mark by up to
-a batch per actor).
+One `step` is one batch of prompts. Scoring and pushing run beside generation: a batch's reward call
+starts on a background event loop as soon as it is generated, and a pusher thread takes the batch
+from there, waits for its rewards, and puts its groups into the buffer the moment they are back,
+while the engine is already generating the next batch. So neither the reward server's latency nor
+the buffer's (a Ray call, or a Redis transaction: a tenth of a tiny model's step,
+benchmarks/actors_bench.py) holds up the engine, and no scored batch waits for a generation to end
+before the learner can have it (it would be one generation staler, and a learner that drains its
+backlog faster than the actor refills it would wait). At most `MAX_IN_FLIGHT` batches are being
+scored or put while the engine generates. Between batches the worker picks up newly published
+weights, and it pauses instead of generating while the buffer's fresh backlog is at its high-water
+mark or while its weights are more than `max_staleness` versions behind the learner (what it made
+would only be dropped as stale). The gate reads both from the last put's answer while puts are in
+flight, and waits for them when they could reach the high-water mark, so an actor pauses no later
+than unpipelined (other actors' puts, as before, show in the next answer: a shared buffer may pass
+the mark by up to a batch per actor).
 
 Failures are explicit: items whose reward failed are scored again `item_retries` times; a group
 that still has a failed sample is not pushed but written to the dead-letter file with the reasons.
 So is a poison group, one the learner could not train on (a token id past the vocabulary, more
 tokens than the model's positions: core/buffer/screening.py), checked against `settings.limits`.
-The prompt cursor is saved once a batch's put is answered, so a restarted actor continues its shard
-and a batch whose put was lost in a crash is generated again.
+Puts run one at a time, in order, and the prompt cursor is saved once a batch's put is answered, so a
+restarted actor continues its shard and a batch whose put was lost in a crash is generated again;
+after a failed put, later batches are neither pushed nor dead-lettered (their regeneration after the
+restart would repeat them).
 
 A chat prompt (a record with `messages`) is rendered once per batch by the policy's chat template
 (`renderer`, core/tokenization.py): vLLM gets the rendered ids, which come back as the samples'
@@ -33,6 +39,7 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -77,6 +84,9 @@ class Scoring(Protocol):
 
 # How often a paused actor checks whether it may go on (a Ray or Redis round trip each time).
 PAUSE_POLL_S = 0.02
+# Batches being scored or put while the engine generates the next one: one waiting for its rewards
+# and one being put is the depth that hides both latencies; more would only hold more groups back.
+MAX_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -133,10 +143,12 @@ class PendingBatch:
 
 
 @dataclass
-class PendingPush:
-    """A batch's groups on the pusher thread; `put` answers None when the batch had none to push."""
+class InFlight:
+    """A batch from the start of its reward call until its put is answered. `put` is its job on the
+    pusher thread and gives the put's answer (None when the batch had nothing to push); `groups` is
+    the most it can add to the backlog."""
 
-    groups: list[ScoredGroup]
+    groups: int
     put: "Future[PutResult | None]"
 
 
@@ -163,9 +175,9 @@ class RolloutWorker:
         self.settings = settings
         self.cursor_file = cursor_file
         self.stats = RolloutStats(policy_version=engine.policy_version)
-        self._pending: PendingBatch | None = None
-        self._push: PendingPush | None = None
-        self._last_put: PutResult | None = None
+        self._in_flight: deque[InFlight] = deque()  # oldest first
+        self._put_failure: BaseException | None = None  # once a put failed, nothing more is generated
+        self._last_put: PutResult | None = None  # the newest answered put's answer (set by the pusher)
         self._pusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{settings.actor_id}-push")
         self._backpressure = False
         # vLLM's LLM is not thread-safe: evaluation (another thread of the actor) shares the engine.
@@ -193,14 +205,10 @@ class RolloutWorker:
         return True
 
     def step(self) -> StepOutcome:
+        if self._put_failure is not None:
+            raise RuntimeError(f"batch not generated: an earlier put failed ({self._put_failure})")
         self.sync_weights()
-        # A batch whose rewards are already back goes to the buffer now, not after the next batch has
-        # generated: its groups reach the learner one generation sooner (fresher). A slow scorer's
-        # batch is still finished after the next generate, so its latency stays hidden.
-        # The batch stays held until its put is submitted: a failure here leaves it for `close`.
-        if self._pending is not None and self._pending.outcomes.done():
-            self._finish(self._pending)
-            self._pending = None
+        self._collect_finished()  # a put that failed stops the actor here, before anything more is made
         gate = self._gate()
         if gate is not None:
             self.drain()
@@ -216,6 +224,7 @@ class RolloutWorker:
             self.drain()
             return "no_prompts"
         requests = [PromptRequest(r.prompt_id, prompt) for r, prompt in zip(records, rendered, strict=True)]
+        self._wait_in_flight(keep=MAX_IN_FLIGHT)
         started = time.perf_counter()
         with self.engine_lock:
             samples = self.engine.generate(
@@ -229,13 +238,10 @@ class RolloutWorker:
         self.stats.samples_generated += len(flat)
         self.stats.tokens_generated += sum(len(s.completion_token_ids) for s in flat)
         outcomes = self.scoring.submit(_items(records, rendered, samples))
-        pending = PendingBatch(records, rendered, samples, outcomes, cursor_after)
-        previous, self._pending = self._pending, pending
-        # Finish the previous batch only now: its reward call ran while this batch generated. Its put
-        # then runs while the next batch generates. The new batch is already held, so a failure here
-        # leaves it for `close` rather than dropping its reward call.
-        if previous is not None:
-            self._finish(previous)
+        batch = PendingBatch(records, rendered, samples, outcomes, cursor_after)
+        earlier = self._in_flight[-1].put if self._in_flight else None
+        put = self._pusher.submit(self._finish, batch, earlier)
+        self._in_flight.append(InFlight(len(records), put))
         self.stats.batches += 1
         return "generated"
 
@@ -255,29 +261,28 @@ class RolloutWorker:
         return kept, rendered
 
     def drain(self) -> None:
-        """Wait for the batch in flight, push its groups (or dead-letter them), and wait for the push."""
-        self._finish_pending()
-        self.wait_for_push()
+        """Wait until every batch in flight is scored and its groups pushed (or dead-lettered), and its
+        put answered; a failed put (the buffer unreachable after its retries) raises here."""
+        self._wait_in_flight(keep=0)
 
-    def _finish_pending(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self._finish(pending)
+    def _wait_in_flight(self, keep: int) -> None:
+        """Wait for the oldest batches in flight until at most `keep` remain; raises the first failure."""
+        self._collect_finished()
+        while len(self._in_flight) > keep:
+            self._answered(self._in_flight.popleft())
 
-    def wait_for_push(self) -> None:
-        """Wait for the put in flight; then its answer is known and its batch's cursor saved. A put that
-        failed (the buffer unreachable after its retries) raises here."""
-        push, self._push = self._push, None
-        if push is None:
-            return
-        result = push.put.result()
-        if result is not None:
-            self._last_put = result
-            self._backpressure = result.paused
-            self.stats.groups_pushed += len(push.groups)
-            for group in push.groups:
-                self.stats.reward_sum += sum(r for r in group.rewards if r is not None)
-                self.stats.rewards_counted += len(group.rewards)
+    def _collect_finished(self) -> None:
+        """Forget the batches whose puts were answered, oldest first; raises the first one that failed
+        (the batches after it then fail too, unpushed: see `_finish`)."""
+        while self._in_flight and self._in_flight[0].put.done():
+            self._answered(self._in_flight.popleft())
+
+    def _answered(self, batch: InFlight) -> None:
+        try:
+            batch.put.result()
+        except BaseException as error:
+            self._put_failure = self._put_failure or error
+            raise
 
     def close(self) -> None:
         try:
@@ -286,14 +291,14 @@ class RolloutWorker:
             self._pusher.shutdown()
 
     def _gate(self) -> StepOutcome | None:
-        if self._push is not None and self._may_reach_high_water(self._push):
-            self.wait_for_push()  # near the mark: the exact backlog, not a guess
+        if self._may_reach_high_water():
+            self.drain()  # near the mark: the exact backlog, not a guess
         version = self.engine.policy_version
         if version is not None and self._learner_version() - version > self.settings.max_staleness:
             self.stats.pauses_stale += 1
             return "stale_weights"
         if self._backpressure:
-            self.wait_for_push()  # stats() never runs beside a put
+            self.drain()  # stats() never runs beside a put
             if self.buffer.stats().backlog >= self.settings.high_water:
                 self.stats.pauses_backpressure += 1
                 return "backpressure"
@@ -316,24 +321,30 @@ class RolloutWorker:
                 break
         self.stats.paused_seconds += time.monotonic() - started
 
-    def _may_reach_high_water(self, push: PendingPush) -> bool:
-        """Whether the put in flight could bring the backlog to the mark (the learner only lowers it)."""
+    def _may_reach_high_water(self) -> bool:
+        """Whether the puts in flight could bring the backlog to the mark (the learner only lowers it)."""
+        unanswered = sum(batch.groups for batch in self._in_flight if not batch.put.done())
+        if not unanswered:
+            return False
         known = self._last_put.backlog if self._last_put is not None else 0
-        return known + len(push.groups) >= self.settings.high_water
+        return known + unanswered >= self.settings.high_water
 
     def _learner_version(self) -> int:
-        # While a put is in flight, the previous put's answer says the learner's version one batch ago:
-        # close enough for a bound counted in versions, and asking the buffer now would wait behind
-        # the put (a Ray actor answers its calls in order). A batch with nothing to put (all dead-
-        # lettered) makes no call, so then the buffer is asked: the answer would otherwise age.
-        if self._push is not None and self._push.groups and self._last_put is not None:
+        # While puts are in flight, the last answered put says the learner's version a batch or two
+        # ago: close enough for a bound counted in versions, and asking the buffer now would wait behind
+        # those puts (a Ray actor answers its calls in order). With nothing in flight, or no answer yet,
+        # the buffer is asked: an answer would otherwise age while the actor pauses.
+        if self._last_put is not None and any(not batch.put.done() for batch in self._in_flight):
             return self._last_put.learner_version
         return self.buffer.learner_version()
 
-    def _finish(self, batch: PendingBatch) -> None:
-        # One put at a time, in order, so cursors are saved in order; and a failed put raises here,
-        # before this batch writes dead letters that its regeneration after a restart would repeat.
-        self.wait_for_push()
+    def _finish(self, batch: PendingBatch, earlier: "Future[PutResult | None] | None") -> PutResult | None:
+        """On the pusher thread, one batch at a time in order: wait for the batch's rewards (scoring
+        again what failed), dead-letter what cannot be trained on, put the rest, then save the cursor
+        past the batch. After an earlier batch's put failed it does nothing and fails too: its dead
+        letters would be written again when the restarted actor regenerates it."""
+        if earlier is not None and earlier.exception() is not None:  # done: the pusher runs in order
+            raise RuntimeError(f"batch not pushed: an earlier put failed ({earlier.exception()})")
         outcomes = self._rescore_failed(batch, batch.outcomes.result())
         good: list[ScoredGroup] = []
         cursor = 0
@@ -351,14 +362,15 @@ class RolloutWorker:
                 good.append(scored)
             else:  # never pushed: a learner would crash on it at every redelivery
                 self._dead_letter(group_id, record, text, group, group_outcomes, f"poison group: {poison}")
-        put = self._pusher.submit(self._put_then_save_cursor, good, batch.cursor_after)
-        self._push = PendingPush(good, put)
-
-    def _put_then_save_cursor(self, groups: list[ScoredGroup], cursor: PromptCursor) -> PutResult | None:
-        """On the pusher thread: the put, then the cursor past its batch, so a crash in between
-        generates the batch again. The file write (a few ms) stays off the generation path too."""
-        result = self.buffer.put(groups) if groups else None
-        self._save_cursor(cursor)
+        result = self.buffer.put(good) if good else None
+        self._save_cursor(batch.cursor_after)
+        if result is not None:
+            self._last_put = result
+            self._backpressure = result.paused
+        self.stats.groups_pushed += len(good)
+        for group in good:
+            self.stats.reward_sum += sum(r for r in group.rewards if r is not None)
+            self.stats.rewards_counted += len(group.rewards)
         return result
 
     def _rescore_failed(self, batch: PendingBatch, outcomes: list[RewardOutcome]) -> list[RewardOutcome]:

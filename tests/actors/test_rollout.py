@@ -1,10 +1,11 @@
 """The rollout loop's logic with a scripted engine (no vLLM) but the real pieces around it: the reward
 server over HTTP, the reward client on its background loop, the in-process buffer, filesystem weights.
 
-What is checked: groups reach the buffer scored and stamped with the engine's version; scoring runs
-one batch behind generation; new weights are picked up between batches; failed rewards are retried,
-then dead-lettered, never pushed; the actor pauses on backpressure and on stale weights; the prompt
-cursor survives a restart.
+What is checked: groups reach the buffer scored and stamped with the engine's version; scoring and the
+put run beside the next generation, and a scored batch is pushed without waiting for it to end; new
+weights are picked up between batches; failed rewards are retried, then dead-lettered, never pushed;
+a failed put stops the actor; it pauses on backpressure and on stale weights; the prompt cursor
+survives a restart.
 """
 
 import threading
@@ -127,13 +128,10 @@ def publish(tmp_path: Path, version: int) -> None:
     FilesystemPublisher(tmp_path / "weights").publish({"w": torch.full((2,), float(version))}, version)
 
 
-def test_groups_are_scored_and_pushed_one_batch_behind(tmp_path: Path, reward_url: str, loop) -> None:  # type: ignore[no-untyped-def]
+def test_groups_are_scored_and_pushed_beside_generation(tmp_path: Path, reward_url: str, loop) -> None:  # type: ignore[no-untyped-def]
     worker = make_worker(tmp_path, reward_url, loop)
+    assert worker.step() == "generated"  # returns with batch 1's reward call and put in flight
     assert worker.step() == "generated"
-    assert worker.buffer.stats().backlog == 0  # batch 1 is being scored while batch 2 generates
-    assert worker.step() == "generated"
-    worker.wait_for_push()  # batch 1's put (it runs while batch 3 would generate)
-    assert worker.buffer.stats().backlog == 3
     worker.drain()
     batch = worker.buffer.sample(6, learner_version=0)
     assert len(batch.groups) == 6
@@ -162,12 +160,18 @@ def test_a_put_runs_while_the_next_batch_generates(tmp_path: Path, reward_url: s
     buffer = GatedBuffer()
     worker = make_worker(tmp_path, reward_url, loop, buffer=buffer)
     worker.step()
-    assert worker.step() == "generated"  # hands batch 1 to the pusher, returns with its put waiting
+    assert worker.step() == "generated"  # generated while batch 1's put waits
+    assert worker.step() == "generated"  # and so is batch 3: two batches in flight beside it
     assert worker.stats.groups_pushed == 0 and not (tmp_path / "actor-0.cursor.json").exists()
-    buffer.open.set()  # batch 3 generates while put 1 finishes; its step waits for put 1 at the end
-    assert worker.step() == "generated" and worker.stats.groups_pushed == 3
+    fourth = threading.Thread(target=worker.step)
+    fourth.start()  # no deeper: batch 4 waits for put 1 before it generates
+    time.sleep(0.3)
+    assert len(worker.engine.calls) == 3 and fourth.is_alive()
+    buffer.open.set()
+    fourth.join(timeout=30)
+    assert len(worker.engine.calls) == 4 and worker.stats.groups_pushed >= 3
     worker.drain()
-    assert buffer.stats().backlog == 9 and worker.stats.groups_pushed == 9
+    assert buffer.stats().backlog == 12 and worker.stats.groups_pushed == 12
     # The cursor is saved once a put is answered: a crash before that regenerates the batch.
     assert (tmp_path / "actor-0.cursor.json").exists()
 
@@ -268,24 +272,25 @@ def test_a_reward_server_outage_holds_the_batch_until_it_is_back(tmp_path: Path,
     assert worker.buffer.stats().backlog == 3 and worker.stats.groups_dead_lettered == 0
 
 
-def test_a_batch_scored_in_time_is_pushed_before_the_next_batch_generates(
-    tmp_path: Path, reward_url: str, loop
-) -> None:  # type: ignore[no-untyped-def]
+def test_a_scored_batch_is_pushed_while_the_next_one_generates(tmp_path: Path, reward_url: str, loop) -> None:  # type: ignore[no-untyped-def]
+    """Batch 1's groups reach the buffer as soon as its rewards are back, during batch 2's generation
+    (a generation fresher than after it, and a learner that has drained its backlog gets them then)."""
     buffer = MemoryBuffer(BufferConfig())
-    backlog_when_generating: list[int] = []
+    backlog_seen_while_generating: list[int] = []
 
-    class RecordingEngine(ScriptedEngine):
+    class SlowEngine(ScriptedEngine):
         def generate(self, requests, n, sampling, actor_id="local"):  # type: ignore[no-untyped-def]
-            worker.wait_for_push()  # a put submitted before this generate has landed by now
-            backlog_when_generating.append(buffer.stats().backlog)
+            if self.calls:  # batch 2: wait here for batch 1's put to land in the buffer
+                deadline = time.monotonic() + 20
+                while buffer.stats().backlog < 3 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                backlog_seen_while_generating.append(buffer.stats().backlog)
             return super().generate(requests, n, sampling, actor_id)
 
-    worker = make_worker(tmp_path, reward_url, loop, buffer=buffer, engine=RecordingEngine())
+    worker = make_worker(tmp_path, reward_url, loop, buffer=buffer, engine=SlowEngine())
     worker.step()
-    worker._pending.outcomes.result()  # batch 1's rewards are back before the next step
     worker.step()
-    # Batch 1's groups went to the buffer before batch 2 generated: a generation fresher.
-    assert backlog_when_generating == [0, 3]
+    assert backlog_seen_while_generating == [3]
     worker.close()
 
 
@@ -295,13 +300,13 @@ def test_backpressure_pauses_generation_until_the_learner_consumes(
     buffer = MemoryBuffer(BufferConfig(high_water=3))
     engine = ScriptedEngine()
     worker = make_worker(tmp_path, reward_url, loop, buffer=buffer, high_water=3, engine=engine)
-    worker.step()
-    worker.step()  # pushes batch 1: the backlog (3) is at the high-water mark
-    assert worker.step() == "backpressure"  # and the batch in flight is pushed while pausing
-    assert buffer.stats().backlog == 6
+    assert worker.step() == "generated"
+    # Batch 1's put in flight could reach the mark: the gate waits for its answer, which says it did.
+    assert worker.step() == "backpressure"
+    assert buffer.stats().backlog == 3
     calls = len(engine.calls)
     assert worker.step() == "backpressure" and len(engine.calls) == calls
-    batch = buffer.sample(6, learner_version=0)
+    batch = buffer.sample(3, learner_version=0)
     buffer.ack(batch.delivery_ids)
     assert worker.step() == "generated"
     assert worker.stats.pauses_backpressure == 2
@@ -315,9 +320,8 @@ def test_a_pause_ends_as_soon_as_the_learner_drains_the_backlog(
     worker = make_worker(tmp_path, reward_url, loop, buffer=buffer, high_water=3)
     worker.settings = replace(worker.settings, pause_s=30.0)
     worker.step()
-    worker.step()
-    worker.drain()  # the backlog (6) is past the mark
-    drained = threading.Timer(0.3, lambda: buffer.ack(buffer.sample(6, learner_version=0).delivery_ids))
+    worker.drain()  # the backlog (3) is at the mark
+    drained = threading.Timer(0.3, lambda: buffer.ack(buffer.sample(3, learner_version=0).delivery_ids))
     drained.start()
     started = time.monotonic()
     assert worker.step() == "backpressure"
@@ -360,16 +364,18 @@ class FailingBuffer(MemoryBuffer):
         raise ConnectionError("buffer unreachable after 5 retries")
 
 
-def test_a_failed_put_stops_the_worker_before_the_next_batch_is_dead_lettered_or_dropped(
+def test_a_failed_put_stops_the_worker_before_the_next_batch_is_dead_lettered_or_pushed(
     tmp_path: Path, reward_url: str, loop
 ) -> None:  # type: ignore[no-untyped-def]
     worker = make_worker(tmp_path, reward_url, loop, buffer=FailingBuffer(BufferConfig()))
     worker.step()
     worker.step()  # batch 1's put fails on the pusher thread
     with pytest.raises(ConnectionError, match="unreachable"):
-        worker.step()  # finishing batch 2 first waits for put 1
-    assert worker._pending is not None  # batch 3 is still held, its reward call not dropped
+        worker.drain()
+    with pytest.raises(RuntimeError, match="earlier put failed"):
+        worker.drain()  # batch 2 is neither pushed nor dead-lettered
+    with pytest.raises(RuntimeError, match="earlier put failed"):
+        worker.step()  # and the worker generates nothing more
     assert not (tmp_path / "actor-0.cursor.json").exists()  # so a restart generates batch 1 again
     assert read_dead_letters(tmp_path / "dead_letter") == []
-    worker._pending = None  # nothing can be pushed; let close() finish the pusher
     worker.close()
