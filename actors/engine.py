@@ -16,6 +16,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
+# vLLM reads these at import time (actors.weight_receiver imports it): set before the imports below.
+# A small KV cache keeps the CPU engine inside a laptop's memory.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+from vllm import LLM, SamplingParams
+from vllm.inputs import TokensPrompt
+from vllm.platforms import current_platform
+
 from actors.sampling import PromptRequest, SamplingSettings
 from actors.staging import remove_orphans, staged_blob
 from actors.weight_receiver import EXTENSION_QUALNAME
@@ -23,13 +34,6 @@ from core.schemas import Sample
 from core.tokenization import prompt_token_ids
 from core.weight_sync.collective_receiver import CollectiveOffer
 from core.weight_sync.manifest import PublishedWeights, WeightManifest, WeightSyncError
-
-# vLLM reads these at import time; a small KV cache keeps the CPU engine inside a laptop's memory.
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-
-from vllm import LLM, SamplingParams
-from vllm.inputs import TokensPrompt
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,14 @@ class GenerationEngine:
         # vLLM reads this when the engine is built, choosing a client in this process over an engine-core
         # process (actors.engine_in_process says when that pays).
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
+        if current_platform.is_cpu():
+            # With enforce_eager vLLM compiles no model code, but its sampler torch.compiles one helper
+            # (the sampled token's rank among the log-probs) on the first generate: 2.1 s of start-up
+            # on this CPU, spent again when a larger batch (an evaluation) first comes. Run eagerly, a
+            # generate call took the same time within noise. Workers inherit the variable; this
+            # process (the in-process worker) reads the config.
+            os.environ["TORCHDYNAMO_DISABLE"] = "1"
+            torch._dynamo.config.disable = True
         self.llm = LLM(
             model=str(self.model_path),
             dtype=dtype,
@@ -70,6 +82,7 @@ class GenerationEngine:
         self.reload_warnings: list[str] = []  # what vLLM's reload warned about in the last load
         self.rotary_warnings_dropped = 0  # its harmless rotary warnings, dropped (actors/weight_receiver.py)
         self.load_seconds: dict[str, float] = {}  # a collective load's phases, slowest worker's (diagnostics)
+        self.load_path: str | None = None  # how the last load was written: "direct" or "layerwise"
 
     def load_weights(self, published: PublishedWeights | CollectiveOffer) -> int:
         """Load a published version into the running engine, verified; returns the new policy version.
@@ -136,6 +149,7 @@ class GenerationEngine:
 
     def _note_reload_warnings(self, reports: list[dict], version: int) -> None:
         """Warnings vLLM's reload logged in the workers (other processes): kept and logged here."""
+        self.load_path = "/".join(sorted({report["load_path"] for report in reports}))
         self.reload_warnings = [message for report in reports for message in report["reload_warnings"]]
         self.rotary_warnings_dropped = sum(report["rotary_dropped"] for report in reports)
         for message in self.reload_warnings:
