@@ -16,8 +16,9 @@ direct load the packed copy of every layer whose weight changed is rebuilt from 
 second copy of the linear weights in the engine's memory, on CPU only, and keeps oneDNN's kernels:
 `torch.nn.functional.linear` on the plain weight was measured 10-25 % slower per generation batch.
 
-`can_load_directly` says when the direct path applies (unquantized, every parameter materialised);
-otherwise the callers fall back to vLLM's `reload_weights`.
+`can_load_directly` says when the direct path applies (a dense unquantized model with an unquantized
+KV cache, every parameter materialised); otherwise the callers fall back to vLLM's `reload_weights`,
+which re-runs every layer's post-load processing.
 """
 
 from collections.abc import Iterable
@@ -47,8 +48,13 @@ def keep_cpu_linear_weights() -> None:
 
 
 def can_load_directly(model: torch.nn.Module, vllm_config: Any) -> bool:
-    """Unquantized, and every parameter holds its full tensor (none dropped by a CPU repack)."""
+    """Unquantized weights and KV cache, no fused-MoE layer (whose kernels may re-layout their experts
+    after loading), and every parameter holding its full tensor (none dropped by a CPU repack)."""
     if getattr(vllm_config.model_config, "quantization", None) is not None:
+        return False
+    if getattr(getattr(vllm_config, "cache_config", None), "cache_dtype", "auto") != "auto":
+        return False  # an fp8 KV cache's scales are derived after loading
+    if any("MoE" in type(module).__name__ for module in model.modules()):
         return False
     return all(parameter.numel() > 0 for parameter in model.parameters())
 
