@@ -119,12 +119,13 @@ def test_the_layerwise_fallback_loads_exactly_and_drops_only_the_rotary_warning(
     tiny_arith_model: Path,
 ) -> None:
     """A model the direct load does not serve (quantized, say) goes through vLLM's layerwise reload:
-    forced here on an in-process engine (its worker is this process, so the switch reaches it)."""
-    import actors.weight_receiver
+    forced here by the environment switch, which the engine's worker process inherits (an in-process
+    engine would bind this test process's threads for the rest of the suite)."""
+    from actors.direct_load import FORCE_LAYERWISE
     from actors.engine import GenerationEngine
 
-    monkeypatch.setattr(actors.weight_receiver, "can_load_directly", lambda model, config: False)
-    engine = GenerationEngine(tiny_arith_model, seed=0, in_process=True)
+    monkeypatch.setenv(FORCE_LAYERWISE, "1")
+    engine = GenerationEngine(tiny_arith_model, seed=0)
     try:
         assert engine.load_weights(encode_weights(retrained.state_dict(), version=1)) == 1
         assert engine.load_path == "layerwise"
