@@ -18,7 +18,6 @@ from typing import Any
 
 import ray
 
-from core.affinity import resolve_auto_affinity
 from core.buffer import open_buffer
 from core.config import TandemConfig
 from core.weight_sync import open_publisher
@@ -50,7 +49,6 @@ def train(config: TandemConfig, resume: bool = False, progress: bool | None = No
         raise FileExistsError(
             f"{run_dir} already holds checkpoints: pass --resume to continue that run, or a new --run-dir"
         )
-    config = with_cpu_layout(config)
     write_resolved_config(config, run_dir)
     start_ray(config)
     importing.join()
@@ -59,11 +57,7 @@ def train(config: TandemConfig, resume: bool = False, progress: bool | None = No
 
     with ExitStack() as cleanup:
         config = with_reward_url(config, cleanup)
-        # The Ray-served buffer's work (every put and sample) runs beside the actors, not the learner.
-        actor_cpus = config.actors.cpu_affinity if isinstance(config.actors.cpu_affinity, list) else None
-        buffer = open_buffer(
-            config.buffer, consumer="learner-0", seed=config.run.seed, shared=True, cpus=actor_cpus
-        )
+        buffer = open_buffer(config.buffer, consumer="learner-0", seed=config.run.seed, shared=True)
         buffer.claim_namespace(resume, owner=f"run {config.run.name} ({run_dir})")  # fresh: refuses old data
         load_offline_files(config, buffer)
         recorder = RunRecorder(run_dir, config.logging.tensorboard)
@@ -168,24 +162,6 @@ def load_offline_files(config: TandemConfig, buffer: Any) -> int:
     added = buffer.put_offline(groups)
     log.info("loaded %d offline groups from %d file(s)", added, len(config.buffer.offline_files))
     return added
-
-
-def with_cpu_layout(config: TandemConfig) -> TandemConfig:
-    """The config with `auto` CPU affinities made concrete (core/affinity.py): the machine's CPUs
-    split between actors and learner in an async run that starts its own Ray, no pinning otherwise."""
-    actors, learner = resolve_auto_affinity(
-        config.actors.cpu_affinity,
-        config.learner.cpu_affinity,
-        pin=config.run.mode == "async" and config.run.ray_address is None,
-    )
-    if (actors, learner) != (config.actors.cpu_affinity, config.learner.cpu_affinity):
-        log.info("CPU layout: actors on %s, learner on %s", actors or "any CPU", learner or "any CPU")
-    return config.model_copy(
-        update={
-            "actors": config.actors.model_copy(update={"cpu_affinity": actors}),
-            "learner": config.learner.model_copy(update={"cpu_affinity": learner}),
-        }
-    )
 
 
 def start_ray(config: TandemConfig) -> None:
