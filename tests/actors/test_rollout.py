@@ -357,27 +357,23 @@ def test_a_restarted_worker_continues_its_prompt_shard(tmp_path: Path, reward_ur
     second.close()
 
 
-class FailingBuffer(MemoryBuffer):
+class FailingBuffer(GatedBuffer):
     """A buffer whose puts fail, as Redis does once its retries are spent; a put fails only once
-    `fail` is set, so the test, not the pusher thread's speed, decides when."""
-
-    def __init__(self, config: BufferConfig) -> None:
-        super().__init__(config)
-        self.fail = threading.Event()
+    `open` is set, so the test, not the pusher thread's speed, decides when."""
 
     def put(self, groups):  # type: ignore[no-untyped-def]
-        self.fail.wait(timeout=60)
+        assert self.open.wait(timeout=30)
         raise ConnectionError("buffer unreachable after 5 retries")
 
 
 def test_a_failed_put_stops_the_worker_before_the_next_batch_is_dead_lettered_or_pushed(
     tmp_path: Path, reward_url: str, loop
 ) -> None:  # type: ignore[no-untyped-def]
-    buffer = FailingBuffer(BufferConfig())
+    buffer = FailingBuffer()
     worker = make_worker(tmp_path, reward_url, loop, buffer=buffer)
     worker.step()
     worker.step()  # batch 2 generated while batch 1's put is still in flight
-    buffer.fail.set()  # batch 1's put fails on the pusher thread
+    buffer.open.set()  # batch 1's put fails on the pusher thread
     with pytest.raises(ConnectionError, match="unreachable"):
         worker.drain()
     with pytest.raises(RuntimeError, match="earlier put failed"):
