@@ -13,8 +13,19 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import torch
+
+# vLLM reads these at import time (actors.weight_receiver imports it): set before the imports below.
+# A small KV cache keeps the CPU engine inside a laptop's memory.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+from vllm import LLM, SamplingParams
+from vllm.inputs import TokensPrompt
+from vllm.platforms import current_platform
 
 from actors.sampling import PromptRequest, SamplingSettings
 from actors.staging import remove_orphans, staged_blob
@@ -24,14 +35,8 @@ from core.tokenization import prompt_token_ids
 from core.weight_sync.collective_receiver import CollectiveOffer
 from core.weight_sync.manifest import PublishedWeights, WeightManifest, WeightSyncError
 
-# vLLM reads these at import time; a small KV cache keeps the CPU engine inside a laptop's memory.
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-
-from vllm import LLM, SamplingParams
-from vllm.inputs import TokensPrompt
-
 log = logging.getLogger(__name__)
+DYNAMO_OFF = "TORCHDYNAMO_DISABLE"
 
 
 class GenerationEngine:
@@ -55,21 +60,26 @@ class GenerationEngine:
         # vLLM reads this when the engine is built, choosing a client in this process over an engine-core
         # process (actors.engine_in_process says when that pays).
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
-        self.llm = LLM(
-            model=str(self.model_path),
-            dtype=dtype,
-            seed=seed,
-            max_model_len=max_model_len,
-            tensor_parallel_size=tensor_parallel_size,
-            enforce_eager=True,
-            logprobs_mode="processed_logprobs",  # the sampling distribution's log-probs (see above)
-            worker_extension_cls=EXTENSION_QUALNAME,
-            **options,
-        )
+        eager_sampler = current_platform.is_cpu()
+        if eager_sampler and in_process:
+            torch._dynamo.config.disable = True  # the worker is this process (see _eager_sampler)
+        with _eager_sampler(eager_sampler):
+            self.llm = LLM(
+                model=str(self.model_path),
+                dtype=dtype,
+                seed=seed,
+                max_model_len=max_model_len,
+                tensor_parallel_size=tensor_parallel_size,
+                enforce_eager=True,
+                logprobs_mode="processed_logprobs",  # the sampling distribution's log-probs (see above)
+                worker_extension_cls=EXTENSION_QUALNAME,
+                **options,
+            )
         self.policy_version: int | None = 0
         self.reload_warnings: list[str] = []  # what vLLM's reload warned about in the last load
         self.rotary_warnings_dropped = 0  # its harmless rotary warnings, dropped (actors/weight_receiver.py)
         self.load_seconds: dict[str, float] = {}  # a collective load's phases, slowest worker's (diagnostics)
+        self.load_path: str | None = None  # how the last load was written: "direct" or "layerwise"
 
     def load_weights(self, published: PublishedWeights | CollectiveOffer) -> int:
         """Load a published version into the running engine, verified; returns the new policy version.
@@ -136,6 +146,7 @@ class GenerationEngine:
 
     def _note_reload_warnings(self, reports: list[dict], version: int) -> None:
         """Warnings vLLM's reload logged in the workers (other processes): kept and logged here."""
+        self.load_path = "/".join(sorted({report["load_path"] for report in reports}))
         self.reload_warnings = [message for report in reports for message in report["reload_warnings"]]
         self.rotary_warnings_dropped = sum(report["rotary_dropped"] for report in reports)
         for message in self.reload_warnings:
@@ -212,6 +223,26 @@ class GenerationEngine:
                 ]
             )
         return groups
+
+
+@contextlib.contextmanager
+def _eager_sampler(enabled: bool) -> Iterator[None]:
+    """`TORCHDYNAMO_DISABLE=1` for the engine processes started meanwhile (they inherit it), then this
+    process's environment as it was. With enforce_eager vLLM compiles no model code, but its sampler
+    torch.compiles one helper (the sampled token's rank among the log-probs) on the first generate:
+    2.1 s of start-up on this CPU, spent again when a larger batch (an evaluation) first comes. Run
+    eagerly, a generate call took the same time within noise. (An in-process worker is this process,
+    which read the variable at import: the caller sets its config instead.)"""
+    previous = os.environ.get(DYNAMO_OFF)
+    if enabled:
+        os.environ[DYNAMO_OFF] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(DYNAMO_OFF, None)
+        else:
+            os.environ[DYNAMO_OFF] = previous
 
 
 def _sampled_logprobs(token_ids: Sequence[int], logprobs: Sequence[dict] | None) -> list[float]:

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from actors.adapter_merge import AdapterMerger
+from actors.direct_load import can_load_directly, keep_cpu_linear_weights, load_directly
 from actors.weight_stream import CollectiveLoadMixin
 from core.weight_sync.adapter import is_adapter_payload, read_adapter_payload
 from core.weight_sync.manifest import WeightManifest, WeightSyncError, load_verified_file
@@ -158,14 +159,14 @@ class WeightReceiverExtension(CollectiveLoadMixin):
         self._tandem_staged = None
         model = self.model_runner.get_model()  # type: ignore[attr-defined]
         dtype = next(model.parameters()).dtype
-        with reload_warnings(partial=adapter) as warnings:
-            self.reload_weights(  # type: ignore[attr-defined]
-                weights_iterator=((name, tensor.to(dtype)) for name, tensor in tensors.items()),
-            )
+        warnings, path = load_in_place(
+            self, ((name, tensor.to(dtype)) for name, tensor in tensors.items()), partial=adapter
+        )
         checked = _compare_loaded(model, tensors, manifest.version, require_match=not adapter)
         return {"version": manifest.version, "digest": manifest.digest, "checked_tensors": checked,
                 "reload_warnings": warnings.messages, "rotary_dropped": warnings.rotary_dropped,
-                "adapter": adapter, "untouched_layers": warnings.untouched_layers}  # fmt: skip
+                "adapter": adapter, "untouched_layers": warnings.untouched_layers,
+                "load_path": path}  # fmt: skip
 
     def _tandem_merge_adapter(
         self, tensors: dict[str, torch.Tensor], version: int
@@ -187,6 +188,21 @@ class WeightReceiverExtension(CollectiveLoadMixin):
             digest.update(name.encode())
             digest.update(parameter.detach().float().cpu().numpy().tobytes())
         return digest.hexdigest()
+
+
+def load_in_place(
+    worker: Any, weights: Iterator[tuple[str, torch.Tensor]], partial: bool
+) -> tuple[ReloadWarnings, str]:
+    """Load `weights` into the worker's running model: straight into its parameters where that is
+    exact (actors/direct_load.py: an unquantized model), else with vLLM's layerwise `reload_weights`.
+    Returns what vLLM's reload warned about and which path loaded ("direct" or "layerwise")."""
+    model = worker.model_runner.get_model()
+    if can_load_directly(model, worker.vllm_config):
+        load_directly(model, weights)
+        return ReloadWarnings(), "direct"
+    with reload_warnings(partial=partial) as warnings:
+        worker.reload_weights(weights_iterator=weights)
+    return warnings, "layerwise"
 
 
 def check_fits(model: torch.nn.Module, tensors: dict[str, torch.Tensor], version: int) -> None:
@@ -243,3 +259,8 @@ def _compare_loaded(
             f"weights v{version}: no published tensor could be matched to an engine parameter"
         )
     return checked
+
+
+# vLLM imports this module in each worker (engine arg `worker_extension_cls`) before it loads the
+# model, which is when the CPU kernels drop their weights unless told to keep them.
+keep_cpu_linear_weights()

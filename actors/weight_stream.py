@@ -40,7 +40,7 @@ class CollectiveLoadMixin:
     _tandem_receiver: CollectiveReceiver | None = None
 
     def tandem_receive_weights(self, rendezvous_json: str, timeout_s: float) -> dict[str, Any]:
-        from actors.weight_receiver import check_fits, reload_warnings
+        from actors.weight_receiver import check_fits, load_in_place
 
         rendezvous = Rendezvous.from_json(rendezvous_json)
         touched = False
@@ -67,10 +67,9 @@ class CollectiveLoadMixin:
             dtype = next(model.parameters()).dtype
             expected: dict[str, int] = {}
             touched = True
-            with reload_warnings(partial=adapter) as warnings:
-                self.reload_weights(  # type: ignore[attr-defined]
-                    weights_iterator=_checked(stream, parameters, dtype, expected)
-                )
+            warnings, path = load_in_place(
+                self, _checked(stream, parameters, dtype, expected), partial=adapter
+            )
             reloaded = time.perf_counter()
             _check_complete(incoming)
             _compare(parameters, expected, incoming.version, require_match=not adapter)
@@ -92,7 +91,7 @@ class CollectiveLoadMixin:
         return {"ok": True, "version": incoming.version, "digest": incoming.plan.digest,
                 "checked_tensors": len(expected), "reload_warnings": warnings.messages,
                 "rotary_dropped": warnings.rotary_dropped, "seconds": seconds, "adapter": adapter,
-                "untouched_layers": warnings.untouched_layers}  # fmt: skip
+                "untouched_layers": warnings.untouched_layers, "load_path": path}  # fmt: skip
 
     def tandem_release_receiver(self) -> None:
         """Leave the learner's group now (the engine is shutting down): an open pair group otherwise
@@ -112,10 +111,15 @@ class CollectiveLoadMixin:
         """vLLM's reload stops where the iterator raised, with layers still waiting for weights (on
         the meta device, buffered partial loads counted). Left so, the next reload would count those
         stale loads too and process layers before their new weights arrive. Finalising settles every
-        layer now (the weights are then a mix, and the engine refuses to generate on them)."""
+        layer now (the weights are then a mix, and the engine refuses to generate on them). A direct
+        load (actors/direct_load.py) leaves no layer half-built: nothing to settle."""
         from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
 
+        from actors.direct_load import can_load_directly
+
         model = self.model_runner.get_model()  # type: ignore[attr-defined]
+        if can_load_directly(model, self.vllm_config):  # type: ignore[attr-defined]
+            return
         with contextlib.suppress(Exception):  # the engine already treats these weights as unknown
             finalize_layerwise_reload(model, self.vllm_config.model_config)  # type: ignore[attr-defined]
 

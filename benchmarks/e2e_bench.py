@@ -56,10 +56,11 @@ TIMELINE_PICTURE = ROOT / "docs" / "e2e_split_timeline.png"
 
 
 def layout_overrides(layout: str, available: list[int] | None = None) -> list[str]:
-    """`--set` overrides of a layout: none for `shared`; for `split`, the actors on the first CPU this
-    process may use and the learner on the second."""
+    """`--set` overrides of a layout: no pinning for `shared` (the demo config's `auto` would split the
+    CPUs in async mode only); for `split`, the actors on the first CPU this process may use and the
+    learner on the second, in both modes."""
     if layout == "shared":
-        return []
+        return ["actors.cpu_affinity=null", "learner.cpu_affinity=null"]
     if layout != "split":
         raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     cpus = sorted(os.sched_getaffinity(0)) if available is None else sorted(available)

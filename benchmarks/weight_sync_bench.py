@@ -121,6 +121,8 @@ def measure_size(
         del phases[kind][0]  # the warm-up run
     # Engine cores are separate processes: shut this one down before the next size starts its own.
     engine.close()
+    for publisher, _ in opened.values():
+        publisher.close()  # joins the collective sender threads: none is left running at exit
     gc.collect()
     return {"parameters": parameters, "seconds": seconds, "phases": phases}
 

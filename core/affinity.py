@@ -11,11 +11,19 @@ for the one core it was given.
 
 None is a no-op, so every existing config behaves as before. An id the process may not run on (not on
 this machine, or outside the container's CPU set) is a `ValueError` naming it and the CPUs on offer.
+
+`auto` (`resolve_auto_affinity`, in the driver before anything starts) splits this machine's CPUs
+between the roles, as real deployments split generation and training GPUs: an async run's actors and
+learner then overlap without competing for cores (measured on 2 cores with the peer benchmark's
+settings: +17 % learner steps/s over no pinning). It pins only an async run that starts its own Ray:
+in sync mode the roles take turns, and each should have every core while it works; on a cluster this
+machine's CPUs say nothing about the nodes the roles land on.
 """
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 # Environment variables a pinned process sets for the libraries and processes it starts afterwards.
@@ -43,13 +51,55 @@ def validate_cpu_ids(cpus: Sequence[int], owner: str, available: set[int] | None
     return sorted(set(cpus))
 
 
-def apply_cpu_affinity(cpus: Sequence[int] | None, owner: str) -> list[int] | None:
+AUTO = "auto"
+
+
+def resolve_auto_affinity(
+    actors: Sequence[int] | str | None,
+    learner: Sequence[int] | str | None,
+    pin: bool,
+    available: Sequence[int] | None = None,
+) -> tuple[list[int] | None, list[int] | None]:
+    """`actors.cpu_affinity` and `learner.cpu_affinity` with `auto` made concrete.
+
+    With `pin` false (sync mode, or a run on a cluster) or fewer than two CPUs, `auto` is no pinning.
+    Otherwise two `auto`s split the CPUs in halves, actors first (the smaller half when odd: the
+    learner's step is usually the longer one); an `auto` beside an explicit list takes the CPUs the
+    list leaves, or none (no pinning) when it leaves none. Explicit lists and None pass unchanged."""
+    cpus = sorted(available_cpus() if available is None else available)
+    if not pin or len(cpus) < 2:
+        return _unless_auto(actors), _unless_auto(learner)
+    if actors == AUTO and learner == AUTO:
+        half = len(cpus) // 2
+        return cpus[:half], cpus[half:]
+    if actors == AUTO:
+        return _rest(cpus, learner), _unless_auto(learner)
+    if learner == AUTO:
+        return _unless_auto(actors), _rest(cpus, actors)
+    return _unless_auto(actors), _unless_auto(learner)
+
+
+def _unless_auto(value: Sequence[int] | str | None) -> list[int] | None:
+    return None if value is None or value == AUTO else list(value)
+
+
+def _rest(cpus: list[int], taken: Sequence[int] | str | None) -> list[int] | None:
+    """The CPUs an explicit list leaves (None when there is no list, or it leaves none)."""
+    if taken is None or taken == AUTO:
+        return None
+    rest = [cpu for cpu in cpus if cpu not in set(taken)]
+    return rest or None
+
+
+def apply_cpu_affinity(cpus: Sequence[int] | str | None, owner: str) -> list[int] | None:
     """Pin the current process (all its threads) to `cpus` with one compute thread per CPU.
 
-    Returns the CPUs pinned to, or None when `cpus` is None (nothing changes). Call it at the start of
-    a role's process, before it starts engine processes or thread pools, so those inherit the mask.
+    Returns the CPUs pinned to, or None when `cpus` is None (nothing changes). `auto` still unresolved
+    here (a role started on its own, not by `tandem train`'s driver) pins nothing either. Call it at
+    the start of a role's process, before it starts engine processes or thread pools, so those
+    inherit the mask.
     """
-    if cpus is None:
+    if cpus is None or cpus == AUTO:
         return None
     if not hasattr(os, "sched_setaffinity"):  # macOS: no affinity API; say so rather than pretend
         raise ValueError(f"{owner}: CPU pinning needs Linux (os.sched_setaffinity)")
@@ -69,6 +119,36 @@ def apply_cpu_affinity(cpus: Sequence[int] | None, owner: str) -> list[int] | No
     if torch is not None:
         torch.set_num_threads(len(pinned))
     return pinned
+
+
+@contextmanager
+def restored_cpu_layout() -> Iterator[None]:
+    """Put this process's CPU mask, thread counts and their environment back as they were on exit.
+
+    A role pins the process it runs in. `tandem train` owns its process, but a program that calls the
+    driver in one of its own threads (a notebook, a test, a sweep) must not be left on one core with
+    one compute thread for everything it does after the run."""
+    mask = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else None
+    names = (*THREAD_VARIABLES, VLLM_BIND_VARIABLE)
+    environment = {name: os.environ.get(name) for name in names}
+    torch = sys.modules.get("torch")
+    torch_threads = torch.get_num_threads() if torch is not None else None
+    try:
+        yield
+    finally:
+        if mask is not None and os.sched_getaffinity(0) != mask:
+            for thread_id in thread_ids():
+                try:
+                    os.sched_setaffinity(thread_id, mask)
+                except ProcessLookupError:
+                    continue
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if torch_threads is not None and torch is not None:
+            torch.set_num_threads(torch_threads)
 
 
 def thread_ids() -> list[int]:

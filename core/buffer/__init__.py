@@ -11,11 +11,15 @@ from core.config.buffer import BufferConfig
 
 
 def open_buffer(
-    config: BufferConfig, consumer: str = "learner-0", seed: int = 0, shared: bool = False
+    config: BufferConfig,
+    consumer: str = "learner-0",
+    seed: int = 0,
+    shared: bool = False,
+    cpus: list[int] | None = None,
 ) -> ExperienceBuffer:
     """The buffer `config.kind` names. `consumer` names a Redis learner (stable across its restarts);
     `shared` starts or joins the Ray-served memory buffer (Ray must be initialised) instead of a
-    private in-process one."""
+    private in-process one, pinned to `cpus` when it starts it."""
     if config.kind == "redis":
         from core.buffer.redis_buffer import RedisBuffer
 
@@ -23,7 +27,7 @@ def open_buffer(
     if shared:
         from core.buffer.remote import RemoteBuffer
 
-        return RemoteBuffer.start(config, seed=seed)
+        return RemoteBuffer.start(config, seed=seed, cpus=cpus)
     return MemoryBuffer(config, seed=seed)
 
 

@@ -7,8 +7,11 @@ process that started it (the driver) and so outlives a learner crash; the restar
 `recover()` to get its unacked deliveries back. Nothing survives the driver: use `kind: redis` for that.
 """
 
+import os
+
 import ray
 
+from core.affinity import apply_cpu_affinity
 from core.buffer.memory import MemoryBuffer
 from core.buffer.protocol import BufferStats, NamespaceInUseError, PutResult, SampledBatch
 from core.config.buffer import BufferConfig
@@ -26,7 +29,8 @@ def actor_name(config: BufferConfig) -> str:
 class BufferActor:
     """Ray's actor model runs one call at a time here, so the MemoryBuffer's lock is uncontended."""
 
-    def __init__(self, config_json: str, seed: int):
+    def __init__(self, config_json: str, seed: int, cpus: list[int] | None = None):
+        apply_cpu_affinity(cpus, "the buffer actor's CPUs")
         self.buffer = MemoryBuffer(BufferConfig.model_validate_json(config_json), seed=seed)
         freeze_startup_objects()  # a full collection over torch's objects stalled puts by 250 ms
 
@@ -73,6 +77,9 @@ class BufferActor:
     def stats(self) -> BufferStats:
         return self.buffer.stats()
 
+    def cpus(self) -> list[int]:
+        return sorted(os.sched_getaffinity(0))
+
 
 class RemoteBuffer:
     """The ExperienceBuffer protocol over a BufferActor handle."""
@@ -81,10 +88,16 @@ class RemoteBuffer:
         self.handle = handle
 
     @classmethod
-    def start(cls, config: BufferConfig, seed: int = 0) -> "RemoteBuffer":
-        """The run's buffer actor, created if it does not exist yet (an existing one keeps its config)."""
+    def start(cls, config: BufferConfig, seed: int = 0, cpus: list[int] | None = None) -> "RemoteBuffer":
+        """The run's buffer actor, created if it does not exist yet (an existing one keeps its config
+        and CPUs); `cpus` pins a new one (the driver gives it the actors' CPUs in a split layout, so
+        its work stays off the learner's)."""
         options = {"name": actor_name(config), "namespace": RAY_NAMESPACE, "get_if_exists": True}
-        return cls(BufferActor.options(**options).remote(config.model_dump_json(), seed))
+        return cls(BufferActor.options(**options).remote(config.model_dump_json(), seed, cpus))
+
+    def cpus(self) -> list[int]:
+        """The CPUs the buffer actor's process may run on (diagnostics, tests)."""
+        return ray.get(self.handle.cpus.remote())
 
     @classmethod
     def connect(cls, config: BufferConfig, ray_address: str | None = None) -> "RemoteBuffer":

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from core.config.base import Section
+from core.config.base import CpuList, Section
 
 # Tandem's prompt record fields (core/prompts/record.py KNOWN_FIELDS; not imported: core.prompts
 # imports the config package).
@@ -107,12 +107,14 @@ class ActorsConfig(Section):
     weights are more than `buffer.max_staleness` versions behind the learner; it checks every 20 ms
     and goes on as soon as the backlog is below the mark or newer weights are published."""
 
-    cpu_affinity: list[int] | None = Field(None, min_length=1)
+    cpu_affinity: CpuList | Literal["auto"] | None = None
     """CPU ids each actor process (and the vLLM engine processes it starts) may run on, e.g. `[0]`;
     None: no pinning. Pinned, the process uses one thread per listed CPU (torch, OpenMP, MKL) and vLLM's
     CPU worker binds its OpenMP threads to exactly these CPUs (`VLLM_CPU_OMP_THREADS_BIND`), so actors
     and a learner pinned elsewhere do not compete for cores. An id this machine does not offer the
-    actor is an error naming it, at actor start."""
+    actor is an error naming it, at actor start. `auto`: in an async run that starts its own Ray, the
+    first half of this machine's CPUs (the rest go to an `auto` learner, or to whatever CPUs an
+    explicit `learner.cpu_affinity` leaves); otherwise no pinning (core/affinity.py)."""
 
     @field_validator("prompt_fields")
     @classmethod

@@ -1,6 +1,11 @@
 """The base class every config section derives from: strict keys, docstrings as field descriptions."""
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CpuList = Annotated[list[int], Field(min_length=1)]
+"""CPU ids a role's process may run on (`actors.cpu_affinity`, `learner.cpu_affinity`): at least one."""
 
 
 class Section(BaseModel):

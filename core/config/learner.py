@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from core.config.base import Section
+from core.config.base import CpuList, Section
 
 
 class LearnerConfig(Section):
@@ -88,12 +88,15 @@ class LearnerConfig(Section):
     """On an empty completion, a group of size 1 or a non-finite reward: skip the group (counted
     with its reason) or stop with an error."""
 
-    cpu_affinity: list[int] | None = Field(None, min_length=1)
+    cpu_affinity: CpuList | Literal["auto"] | None = None
     """CPU ids the learner process may run on, e.g. `[1]`; None: no pinning. Pinned, it trains with
     one torch/OpenMP/MKL thread per listed CPU. With one rank the learner runs in the driver process
     of `tandem train`, so the driver and an embedded reward server share these CPUs; Ray's own
-    processes (and the in-process buffer's actor) stay unpinned. An id this machine does not offer is
-    an error naming it, at learner start."""
+    processes stay unpinned (the driver starts the Ray-served buffer on the actors' CPUs when those
+    are a list). An id this machine does not offer is
+    an error naming it, at learner start. `auto`: in an async run that starts its own Ray, the second
+    half of this machine's CPUs (or what an explicit `actors.cpu_affinity` leaves); otherwise no
+    pinning (core/affinity.py)."""
 
 
 class AlgorithmConfig(Section):

@@ -66,7 +66,12 @@ def _type_name(annotation: Any) -> str:
     if origin in (types.UnionType, typing.Union):
         return " \\| ".join(_type_name(arg) for arg in typing.get_args(annotation))
     if origin is typing.Annotated:
-        return "scorer"
+        inner, *metadata = typing.get_args(annotation)
+        # The scorer list's items are a union discriminated by `type`; other annotations only add
+        # constraints (a non-empty CPU list) to the type they wrap.
+        if any(getattr(item, "discriminator", None) for item in metadata):
+            return "scorer"
+        return _type_name(inner)
     if origin is not None:
         args = ", ".join(_type_name(arg) for arg in typing.get_args(annotation))
         return f"{origin.__name__}[{args}]"

@@ -44,6 +44,9 @@ class FilesystemPublisher:
         self._prune()
         return published.manifest
 
+    def close(self) -> None:
+        """Nothing to stop: the published versions stay for the actors to read."""
+
     def _prune(self) -> None:
         versions = published_versions(self.directory)
         for version in versions[: -self.keep_versions]:

@@ -14,6 +14,10 @@ class WeightPublisher(Protocol):
 
     def publish(self, state_dict: dict[str, torch.Tensor], version: int) -> WeightManifest: ...
 
+    def close(self) -> None:
+        """Stop serving (threads joined, connections dropped); what was published stays readable where
+        the transport keeps it (files, the Ray store)."""
+
 
 class WeightSubscriber(Protocol):
     """The actors' side: the newest published version, or None before the first publish. `latest` is

@@ -62,6 +62,9 @@ class RayPublisher:
         ray.get(self.store.put.remote(version, published.manifest.to_json(), published.blob))
         return published.manifest
 
+    def close(self) -> None:
+        """Nothing to stop: the published versions stay for the actors to read."""
+
 
 class RaySubscriber:
     """Finds the store lazily: an actor may start before the learner has published anything."""

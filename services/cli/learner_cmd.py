@@ -61,6 +61,7 @@ def run_learner(args: argparse.Namespace) -> int:
         join_ray(args.ray_address)
         claim_namespace(config, args.resume)
         learner = LearnerRanks(config, sink, resume=args.resume)
+        publisher = None  # rank 0 opens its own, in its Ray actor
     else:
         from core.buffer import open_buffer
         from core.weight_sync import open_publisher
@@ -68,8 +69,13 @@ def run_learner(args: argparse.Namespace) -> int:
 
         buffer = open_buffer(config.buffer, consumer="learner-0", seed=config.run.seed)
         buffer.claim_namespace(args.resume, owner=f"run {config.run.name} ({run_dir})")
-        learner = Learner(config, buffer, open_publisher(config.weight_sync, config.run), sink, args.resume)
-    state = learner.run(should_stop=stop.is_set)
+        publisher = open_publisher(config.weight_sync, config.run)
+        learner = Learner(config, buffer, publisher, sink, args.resume)
+    try:
+        state = learner.run(should_stop=stop.is_set)
+    finally:
+        if publisher is not None:
+            publisher.close()
     recorder.close()
     print(f"learner stopped at step {state.step}, policy version {state.policy_version}", flush=True)
     return 0

@@ -18,6 +18,7 @@ from typing import Any
 
 import ray
 
+from core.affinity import resolve_auto_affinity, restored_cpu_layout
 from core.buffer import open_buffer
 from core.config import TandemConfig
 from core.weight_sync import open_publisher
@@ -49,6 +50,7 @@ def train(config: TandemConfig, resume: bool = False, progress: bool | None = No
         raise FileExistsError(
             f"{run_dir} already holds checkpoints: pass --resume to continue that run, or a new --run-dir"
         )
+    config = with_cpu_layout(config)
     write_resolved_config(config, run_dir)
     start_ray(config)
     importing.join()
@@ -56,8 +58,13 @@ def train(config: TandemConfig, resume: bool = False, progress: bool | None = No
     from learner.run import Learner
 
     with ExitStack() as cleanup:
+        cleanup.enter_context(restored_cpu_layout())  # the learner pins this process; unpinned last
         config = with_reward_url(config, cleanup)
-        buffer = open_buffer(config.buffer, consumer="learner-0", seed=config.run.seed, shared=True)
+        # The Ray-served buffer's work (every put and sample) runs beside the actors, not the learner.
+        actor_cpus = config.actors.cpu_affinity if isinstance(config.actors.cpu_affinity, list) else None
+        buffer = open_buffer(
+            config.buffer, consumer="learner-0", seed=config.run.seed, shared=True, cpus=actor_cpus
+        )
         buffer.claim_namespace(resume, owner=f"run {config.run.name} ({run_dir})")  # fresh: refuses old data
         load_offline_files(config, buffer)
         recorder = RunRecorder(run_dir, config.logging.tensorboard)
@@ -71,17 +78,21 @@ def train(config: TandemConfig, resume: bool = False, progress: bool | None = No
         # The actors' engines start (tens of seconds) while the learner loads: side by side, not one
         # after the other. No actor generates before `pool.start`, and each batch begins by loading the
         # newest published weights, so none generates from anything but what the learner announces.
+        # One learner rank publishes from this process; it stops serving after the actors have stopped
+        # (registered first, closed last), so none is left mid-fetch. Several ranks: rank 0 opens the
+        # same (named) buffer and the publisher itself, in a Ray actor.
+        publisher = open_publisher(config.weight_sync, config.run) if config.learner.num_ranks == 1 else None
+        if publisher is not None:
+            cleanup.callback(publisher.close)
         pool = GeneratorPool(config)
         supervisor.pool = pool
         cleanup.callback(pool.shutdown)
         cleanup.callback(pool.stop, 60.0)
-        if config.learner.num_ranks > 1:
+        if publisher is None:
             from learner.ranks import LearnerRanks
 
-            # Ray actors, one per rank; rank 0 opens the same (named) buffer and the publisher itself.
             learner = LearnerRanks(config, supervisor.on_step, resume=resume)
         else:
-            publisher = open_publisher(config.weight_sync, config.run)
             learner = Learner(config, buffer, publisher, supervisor.on_step, resume=resume)
         supervisor.learner = learner
         log.info("waiting for %d generator actor(s) to start", config.actors.num_actors)
@@ -162,6 +173,24 @@ def load_offline_files(config: TandemConfig, buffer: Any) -> int:
     added = buffer.put_offline(groups)
     log.info("loaded %d offline groups from %d file(s)", added, len(config.buffer.offline_files))
     return added
+
+
+def with_cpu_layout(config: TandemConfig) -> TandemConfig:
+    """The config with `auto` CPU affinities made concrete (core/affinity.py): the machine's CPUs
+    split between actors and learner in an async run that starts its own Ray, no pinning otherwise."""
+    actors, learner = resolve_auto_affinity(
+        config.actors.cpu_affinity,
+        config.learner.cpu_affinity,
+        pin=config.run.mode == "async" and config.run.ray_address is None,
+    )
+    if (actors, learner) != (config.actors.cpu_affinity, config.learner.cpu_affinity):
+        log.info("CPU layout: actors on %s, learner on %s", actors or "any CPU", learner or "any CPU")
+    return config.model_copy(
+        update={
+            "actors": config.actors.model_copy(update={"cpu_affinity": actors}),
+            "learner": config.learner.model_copy(update={"cpu_affinity": learner}),
+        }
+    )
 
 
 def start_ray(config: TandemConfig) -> None:

@@ -1,6 +1,7 @@
 """Real vLLM on the tiny model, weights through the `collective` transport (gloo on this CPU machine):
 the same log-prob parity as the other transports, a corrupt bucket refused (the engine then refuses to
-generate until a good load), a restarted learner found again, and no spurious reload warning."""
+generate until a good load), a restarted learner found again, and no spurious reload warning; the
+same parity through vLLM's layerwise reload, the path for models a direct load does not serve."""
 
 from pathlib import Path
 
@@ -53,9 +54,9 @@ def test_logprobs_after_a_collective_load_match_transformers(  # type: ignore[no
     offer = subscriber.latest()
     assert offer is not None and offer.version == 1
     assert engine.load_weights(offer) == 1 and engine.policy_version == 1
-    # vLLM did log `RotaryEmbedding: Failed to load weights` (so the filter is not dead code), and
-    # it was dropped: nothing else was logged.
-    assert engine.reload_warnings == [] and engine.rotary_warnings_dropped > 0
+    # An unquantized model loads straight into its parameters (actors/direct_load.py): vLLM's
+    # layerwise reload, and its rotary warning, are not involved; nothing was logged.
+    assert engine.load_path == "direct" and engine.reload_warnings == []
     worst = worst_logprob_gap(engine, retrained, tiny_arith_model, version=1)
     print(f"log-prob parity after a collective load: max |vLLM - transformers| = {worst:.2e}")
     assert worst < 1e-3
@@ -109,4 +110,28 @@ def test_a_restarted_learner_is_found_again_and_file_loads_warn_no_more(  # type
     finally:
         restarted.close()
     assert engine.load_weights(encode_weights(retrained.state_dict(), version=6)) == 6
-    assert engine.reload_warnings == [] and engine.rotary_warnings_dropped > 0  # the blob path too
+    assert engine.load_path == "direct" and engine.reload_warnings == []  # the blob path too
+
+
+def test_the_layerwise_fallback_loads_exactly_and_drops_only_the_rotary_warning(  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+    retrained: torch.nn.Module,  # noqa: F811 - the imported fixture
+    tiny_arith_model: Path,
+) -> None:
+    """A model the direct load does not serve (quantized, say) goes through vLLM's layerwise reload:
+    forced here by the environment switch, which the engine's worker process inherits (an in-process
+    engine would bind this test process's threads for the rest of the suite)."""
+    from actors.direct_load import FORCE_LAYERWISE
+    from actors.engine import GenerationEngine
+
+    monkeypatch.setenv(FORCE_LAYERWISE, "1")
+    engine = GenerationEngine(tiny_arith_model, seed=0)
+    try:
+        assert engine.load_weights(encode_weights(retrained.state_dict(), version=1)) == 1
+        assert engine.load_path == "layerwise"
+        # vLLM logged `RotaryEmbedding: Failed to load weights` (so the filter is not dead code), and
+        # it was dropped: nothing else was logged.
+        assert engine.reload_warnings == [] and engine.rotary_warnings_dropped > 0
+        assert worst_logprob_gap(engine, retrained, tiny_arith_model, version=1) < 1e-3
+    finally:
+        engine.close()

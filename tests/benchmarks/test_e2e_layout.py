@@ -12,7 +12,7 @@ import suite
 
 
 def test_the_split_layout_pins_actors_and_learner_to_a_cpu_each() -> None:
-    assert e2e_bench.layout_overrides("shared") == []
+    assert e2e_bench.layout_overrides("shared") == ["actors.cpu_affinity=null", "learner.cpu_affinity=null"]
     assert e2e_bench.layout_overrides("split", available=[3, 1, 2]) == [
         "actors.cpu_affinity=[1]",
         "learner.cpu_affinity=[2]",

@@ -1,4 +1,4 @@
-"""CPU pinning of a role's process (core/affinity.py) and the `cpu_affinity` config fields.
+"""CPU pinning of a role's process (core/affinity.py), the `cpu_affinity` config fields and `auto`.
 
 Pinning is checked in a child interpreter, so this test process keeps every core: a thread started
 before the call must be moved too, and the thread/vLLM environment must follow the CPU list.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from core.affinity import apply_cpu_affinity, format_cpu_list, validate_cpu_ids
+from core.affinity import apply_cpu_affinity, format_cpu_list, resolve_auto_affinity, validate_cpu_ids
 from core.config import TandemConfig
 from core.config.loader import load_config
 
@@ -97,6 +97,36 @@ def test_pinning_moves_every_thread_and_sets_one_thread_per_cpu() -> None:
     }
 
 
+def test_a_pinned_run_leaves_its_calling_process_as_it_found_it() -> None:
+    # A test or notebook that runs the driver in a thread must get every core and thread back after.
+    cpus = sorted(os.sched_getaffinity(0))
+    script = textwrap.dedent(
+        f"""
+        import json, os, torch
+        from core.affinity import apply_cpu_affinity, restored_cpu_layout
+        os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+        os.environ["OMP_NUM_THREADS"] = "7"
+        torch.set_num_threads(3)
+        with restored_cpu_layout():
+            apply_cpu_affinity([{cpus[0]}], "learner.cpu_affinity")
+            inside = sorted(os.sched_getaffinity(0))
+        print(json.dumps({{
+            "inside": inside,
+            "after": sorted(os.sched_getaffinity(0)),
+            "threads": torch.get_num_threads(),
+            "omp": os.environ.get("OMP_NUM_THREADS"),
+            "bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND"),
+        }}))
+        """
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True, timeout=120
+    )
+    answer = json.loads(found.stdout.strip().splitlines()[-1])
+    assert answer["inside"] == [cpus[0]]
+    assert answer == {"inside": [cpus[0]], "after": cpus, "threads": 3, "omp": "7", "bind": None}
+
+
 def test_the_config_fields_default_to_none_and_take_lists_from_set() -> None:
     config = TandemConfig()
     assert config.actors.cpu_affinity is None and config.learner.cpu_affinity is None
@@ -106,3 +136,25 @@ def test_the_config_fields_default_to_none_and_take_lists_from_set() -> None:
     assert pinned.actors.cpu_affinity == [0] and pinned.learner.cpu_affinity == [1]
     with pytest.raises(ValidationError):
         TandemConfig.model_validate({"actors": {"cpu_affinity": []}})
+
+
+def test_auto_splits_the_cpus_between_actors_and_learner_only_when_asked_to_pin() -> None:
+    cpus = [0, 1, 2, 3, 4]
+    assert resolve_auto_affinity("auto", "auto", pin=True, available=cpus) == ([0, 1], [2, 3, 4])
+    assert resolve_auto_affinity("auto", "auto", pin=True, available=[6, 2]) == ([2], [6])
+    # Beside an explicit list, auto takes what the list leaves (nothing left: no pinning).
+    assert resolve_auto_affinity("auto", [4], pin=True, available=cpus) == ([0, 1, 2, 3], [4])
+    assert resolve_auto_affinity([1, 0], "auto", pin=True, available=[0, 1]) == ([1, 0], None)
+    assert resolve_auto_affinity("auto", None, pin=True, available=cpus) == (None, None)
+    # Sync mode or a cluster (pin=False), or a single CPU: auto pins nothing; lists pass unchanged.
+    assert resolve_auto_affinity("auto", "auto", pin=False, available=cpus) == (None, None)
+    assert resolve_auto_affinity("auto", [3], pin=False, available=cpus) == (None, [3])
+    assert resolve_auto_affinity("auto", "auto", pin=True, available=[0]) == (None, None)
+
+
+def test_an_unresolved_auto_pins_nothing_and_the_field_takes_only_auto_or_ids() -> None:
+    before = os.sched_getaffinity(0)
+    assert apply_cpu_affinity("auto", "actors.cpu_affinity") is None and os.sched_getaffinity(0) == before
+    assert TandemConfig.model_validate({"learner": {"cpu_affinity": "auto"}}).learner.cpu_affinity == "auto"
+    with pytest.raises(ValidationError, match="auto"):
+        TandemConfig.model_validate({"actors": {"cpu_affinity": "half"}})

@@ -3,6 +3,7 @@ handles by name share one buffer, and the CLI reaches it in a running cluster.""
 
 import contextlib
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,3 +60,11 @@ def test_cli_ingests_into_and_reports_on_the_running_memory_buffer(
 def test_cli_names_the_missing_actor(ray_runtime: None, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["buffer", "stats", "--buffer", "memory", "--set", "buffer.namespace=no-such-run"]) == 2
     assert "no buffer actor 'buffer:no-such-run' in Ray namespace 'tandem'" in capsys.readouterr().err
+
+
+def test_the_buffer_actor_runs_on_the_cpus_it_was_started_with(config: BufferConfig) -> None:
+    """The driver starts it on the actors' CPUs in a split layout; a later handle keeps them."""
+    cpu = min(os.sched_getaffinity(0))
+    buffer = open_buffer(config, shared=True, cpus=[cpu])
+    assert isinstance(buffer, RemoteBuffer) and buffer.cpus() == [cpu]
+    assert RemoteBuffer.start(config, cpus=None).cpus() == [cpu]  # the existing actor, unchanged

@@ -169,3 +169,20 @@ def test_a_hung_or_dead_receiver_never_blocks_the_learner(tmp_path: Path, receiv
         assert healthy.ask("sync")[:2] == ("ok", 3)
     finally:
         publisher.close()
+
+
+def test_close_ends_every_sender_thread_even_one_waiting_for_a_request(  # type: ignore[no-untyped-def]
+    tmp_path: Path, receivers
+) -> None:
+    # A sender thread left blocked in the store's wait at interpreter exit aborts the process.
+    publisher = CollectivePublisher(tmp_path, bucket_bytes=4096, timeout_s=3.0)
+    publisher.publish(weights(1), version=1)
+    idle = receivers()
+    assert idle.ask("sync")[:2] == ("ok", 1)  # joined; its sender thread now waits for the next request
+    threads = [publisher._accept, *publisher._senders]
+    assert len(threads) == 2 and all(thread.is_alive() for thread in threads)
+    started = time.monotonic()
+    publisher.close()
+    assert not any(thread.is_alive() for thread in threads)
+    assert time.monotonic() - started < 3.0  # woken, not left to its 600 s wait
+    publisher.close()  # twice is harmless
