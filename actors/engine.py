@@ -5,7 +5,7 @@ the engine's processed log-probs of the sampled tokens (`logprobs_mode="processe
 temperature and top-p), i.e. log mu of the distribution each token was actually drawn from, because
 RLOO's importance ratio divides by it. Raw log-probs are those of the untempered policy, which is not
 the sampling distribution at temperature != 1 or top_p < 1. The learner matches the temperature
-(log_softmax(logits / T), learner/logprobs.py); the config refuses importance sampling with top_p < 1,
+(log_softmax(logits / T), core/logprobs.py); the config refuses importance sampling with top_p < 1,
 whose truncated distribution it does not reproduce. At temperature 1 and top_p 1 the two modes agree.
 """
 

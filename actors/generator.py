@@ -24,6 +24,7 @@ from core.config.actors import ActorsConfig
 from core.gc_heap import freeze_startup_objects
 from core.prompts import FilePromptSource, PromptRecord, open_prompt_source
 from core.prompts.record import read_prompt_file
+from core.reference_model import ReferenceModel
 from core.tokenization import ChatRenderer, load_tokenizer
 from core.weight_sync import open_subscriber
 
@@ -43,6 +44,19 @@ class LoopScoring:
 
 def actor_id(run_name: str, index: int) -> str:
     return f"{run_name}-actor-{index}"
+
+
+def actor_reference(config: TandemConfig) -> ReferenceModel | None:
+    """The reference model this actor stamps its samples with (`model.reference_on: actors`), on the
+    actor's GPU when it has one; None when the learner computes the reference log-probs. With LoRA
+    the reference is the base model, `model.path` (the config refuses another `ref_path`)."""
+    if config.model.reference_on != "actors":
+        return None
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    path = config.model.ref_path or config.model.path
+    return ReferenceModel(path, dtype=getattr(torch, config.model.dtype), device=device)
 
 
 class Generator:
@@ -76,6 +90,7 @@ class Generator:
             tensor_parallel_size=actors.tensor_parallel_size,
             in_process=engine_in_process(actors),
         )
+        reference = actor_reference(config)
         self.loop = BackgroundLoop()
         self.client = RewardClient(
             config.reward.url,
@@ -112,6 +127,7 @@ class Generator:
             ),
             cursor_file=run_dir / "actors" / f"{self.actor_id}.cursor.json",
             renderer=renderer,
+            reference=reference,
         )
         self.eval_prompts = eval_records
         self.eval_rendered = eval_rendered

@@ -16,6 +16,10 @@ flight, and waits for them when they could reach the high-water mark, so an acto
 than unpipelined (other actors' puts, as before, show in the next answer: a shared buffer may pass
 the mark by up to a batch per actor).
 
+With `model.reference_on: actors` the pusher thread also stamps each sample with its reference
+log-prob (core/reference_model.py) while the batch's reward call is in flight, so the learner's step
+skips that forward pass.
+
 Failures are explicit: items whose reward failed are scored again `item_retries` times; a group
 that still has a failed sample is not pushed but written to the dead-letter file with the reasons.
 So is a poison group, one the learner could not train on (a token id past the vocabulary, more
@@ -76,6 +80,12 @@ class Engine(Protocol):
     def load_weights(self, published: object) -> int: ...
 
 
+class ReferenceStamping(Protocol):
+    """What the loop needs of core.reference_model.ReferenceModel when the actors run the reference."""
+
+    def score_samples(self, samples: Sequence[Sample]) -> list[Sample]: ...
+
+
 class Scoring(Protocol):
     """Starts a reward call for `items` and returns at once; the future gives one outcome per item."""
 
@@ -119,6 +129,7 @@ class RolloutStats:
     pauses_backpressure: int = 0
     pauses_stale: int = 0
     paused_seconds: float = 0.0  # time spent in those pauses
+    reference_seconds: float = 0.0  # stamping reference log-probs (`model.reference_on: actors`)
     reward_sum: float = 0.0
     rewards_counted: int = 0
     prompts_unrenderable: int = 0  # chat prompts the policy's chat template could not render (skipped)
@@ -164,8 +175,10 @@ class RolloutWorker:
         settings: RolloutSettings,
         cursor_file: Path | None = None,
         renderer: ChatRenderer | None = None,
+        reference: ReferenceStamping | None = None,
     ) -> None:
         self.engine = engine
+        self.reference = reference  # None: the learner computes the reference log-probs
         self.renderer = renderer  # None: no tokenizer at hand, so chat prompts cannot be rendered
         self.prompts = prompts
         self.scoring = scoring
@@ -345,10 +358,11 @@ class RolloutWorker:
         letters would be written again when the restarted actor regenerates it."""
         if earlier is not None and earlier.exception() is not None:  # done: the pusher runs in order
             raise RuntimeError(f"batch not pushed: an earlier put failed ({earlier.exception()})")
+        samples = self._stamp_reference(batch.samples)  # while the reward call is in flight
         outcomes = self._rescore_failed(batch, batch.outcomes.result())
         good: list[ScoredGroup] = []
         cursor = 0
-        for record, prompt, group in zip(batch.prompts, batch.rendered, batch.samples, strict=True):
+        for record, prompt, group in zip(batch.prompts, batch.rendered, samples, strict=True):
             group_outcomes = outcomes[cursor : cursor + len(group)]
             cursor += len(group)
             group_id = f"{self.settings.actor_id}-{uuid.uuid4().hex[:16]}"
@@ -372,6 +386,15 @@ class RolloutWorker:
             self.stats.reward_sum += sum(r for r in group.rewards if r is not None)
             self.stats.rewards_counted += len(group.rewards)
         return result
+
+    def _stamp_reference(self, samples: list[list[Sample]]) -> list[list[Sample]]:
+        """The batch's samples with their reference log-probs, when this actor runs the reference."""
+        if self.reference is None:
+            return samples
+        started = time.perf_counter()
+        stamped = iter(self.reference.score_samples([sample for group in samples for sample in group]))
+        self.stats.reference_seconds += time.perf_counter() - started
+        return [[next(stamped) for _ in group] for group in samples]
 
     def _rescore_failed(self, batch: PendingBatch, outcomes: list[RewardOutcome]) -> list[RewardOutcome]:
         if all(outcome.status == "ok" for outcome in outcomes):

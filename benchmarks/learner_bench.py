@@ -37,11 +37,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from core.config import load_config
+from core.logprobs import completion_logprobs
+from core.reference_model import ReferenceModel
 from core.schemas import Sample, ScoredGroup, build_train_batch
 from learner import engine as ds
 from learner.algorithms import copg_loss
-from learner.logprobs import completion_logprobs
-from learner.reference import ReferenceModel
 from learner.step import row_keys, train_step
 
 from harness import BenchResult, Comparison, random_qwen2

@@ -128,8 +128,8 @@ def memory_child(directory: Path, mode: str) -> None:
     from transformers import AutoModelForCausalLM
 
     from core.config import load_config
+    from core.logprobs import completion_logprobs
     from learner import engine as ds
-    from learner.logprobs import completion_logprobs
 
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     if mode == "lora":

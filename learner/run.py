@@ -29,6 +29,7 @@ from transformers import AutoModelForCausalLM
 from core.affinity import apply_cpu_affinity
 from core.buffer import ExperienceBuffer, SampledBatch
 from core.config import TandemConfig
+from core.reference_model import ReferenceModel, reference_identity
 from core.schemas import ScoredGroup, build_train_batch
 from core.weight_sync import WeightPublisher
 from learner import engine as ds
@@ -36,7 +37,6 @@ from learner.checkpoint import LearnerState, load_checkpoint, save_checkpoint
 from learner.data_parallel import Ranks, broadcast_int, order_for_ranks, share_groups
 from learner.ledger import LEDGER, Ledger
 from learner.lora import AdapterOff, adapter_state_dict, apply_lora, is_lora
-from learner.reference import ReferenceModel
 from learner.step import needs_behaviour_logprobs, row_sources, screen_groups, train_step
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,9 @@ class Learner:
         self.published_bytes = 0  # of the last publish (the leader's; an adapter's alone in a LoRA run)
         if config.model.lora is not None:  # the base model under the adapter: no second copy
             self.reference = ReferenceModel.of_module(
-                AdapterOff(self.engine.module), device=self.engine.device
-            )
+                AdapterOff(self.engine.module), device=self.engine.device,
+                identity=reference_identity(config.model.path, dtype),
+            )  # fmt: skip
         else:
             self.reference = ReferenceModel(
                 config.model.ref_path or config.model.path, dtype=dtype, device=self.engine.device
@@ -195,17 +196,20 @@ class Learner:
     def train(self, groups: list[ScoredGroup]) -> dict[str, Any]:
         """One optimizer step on the global batch `groups` (every rank calls it with the same groups)."""
         ordered, shard = order_for_ranks(groups, self.ranks)
-        batch = build_train_batch(ordered, self.pad_token_id)
+        batch = build_train_batch(ordered, self.pad_token_id, reference_model=self.reference.identity)
         learner = self.config.learner
         lr = ds.warmup_lr(learner, self.state.step)
-        hits, misses = self.reference.hits, self.reference.misses
+        hits, misses, provided = self.reference.hits, self.reference.misses, self.reference.provided
         metrics = train_step(
             self.engine, self.reference, batch, self.config.algorithm, learner.micro_batch_tokens, lr, shard,
             temperature=self.config.actors.temperature,
             sources=row_sources(ordered, self.state.policy_version),  # metrics by fresh/replayed/offline
         )  # fmt: skip
-        looked_up = self.reference.hits - hits + self.reference.misses - misses
+        stamped = self.reference.provided - provided
+        looked_up = self.reference.hits - hits + self.reference.misses - misses + stamped
         metrics["reference_cache_hit_rate"] = (self.reference.hits - hits) / max(1, looked_up)
+        # Rows whose reference log-prob came from the actors (`model.reference_on: actors`).
+        metrics["reference_from_actors"] = stamped / max(1, looked_up)
         return metrics
 
     def announce_weights(self) -> None:

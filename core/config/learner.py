@@ -37,7 +37,7 @@ class LearnerConfig(Section):
     `model.dtype` loads them). `bf16`: DeepSpeed's bf16 mode: the engine casts the policy's weights to
     bfloat16, so forward and backward run in bfloat16, while the optimizer keeps float32 master weights
     and Adam state (DeepSpeed's ZeRO or, at stage 0, its mixed-precision optimizer wrapper) and steps them.
-    Log-softmax and sequence sums stay in float32 either way (learner/logprobs.py). Meant for GPUs with
+    Log-softmax and sequence sums stay in float32 either way (core/logprobs.py). Meant for GPUs with
     bf16 units (A100, H100, H200); the learner refuses to start on an accelerator DeepSpeed reports
     without bf16 support. The engine casts the weights before it makes the master copies, so these
     start from the bf16-rounded weights whatever `model.dtype` loaded."""

@@ -39,6 +39,15 @@ class ModelConfig(Section):
     ref_path: Path | None = None
     """Reference model directory for the KL term; None means the initial policy (`path`)."""
 
+    reference_on: Literal["learner", "actors"] = "learner"
+    """Where the reference log-probs for the KL term are computed. `learner`: a forward pass of the
+    reference in each training step. `actors`: each generator actor loads the reference too and
+    stamps every sample with its reference log-prob before the push (core/reference_model.py), which
+    takes that pass off the learner's critical path when actors and learner run on separate hardware
+    (OpenRLHF likewise runs its reference beside generation), at the cost of the reference's memory on
+    the actors' devices. The learner still computes what an actor did not stamp with its own
+    reference (offline groups, groups from before a change of `ref_path`)."""
+
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weights dtype in the learner and the actors. float32 keeps log-prob parity exact on CPU."""
 

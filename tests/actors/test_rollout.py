@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import pytest
 import torch
 from fastapi import FastAPI, Request
@@ -100,6 +101,7 @@ def make_worker(
     max_staleness: int = 2,
     engine: ScriptedEngine | None = None,
     outage_wait_s: float = 0.05,
+    reference: "LengthReference | None" = None,
 ) -> RolloutWorker:
     client = RewardClient(url, retries=1, backoff_s=0.01, timeout_s=10)
     return RolloutWorker(
@@ -121,6 +123,7 @@ def make_worker(
             outage_wait_s=outage_wait_s,
         ),
         cursor_file=tmp_path / "actor-0.cursor.json",
+        reference=reference,
     )
 
 
@@ -142,6 +145,38 @@ def test_groups_are_scored_and_pushed_beside_generation(tmp_path: Path, reward_u
         assert group.reference == str(2 * int(group.prompt.split("+")[0]))
     assert worker.stats.groups_pushed == 6
     assert worker.stats.as_dict()["reward_mean"] == 0.5
+
+
+class LengthReference:
+    """A reference whose log-prob of a completion is minus its length (the loop only passes it on)."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def score_samples(self, samples):  # type: ignore[no-untyped-def]
+        self.calls.append(len(samples))
+        return [
+            msgspec.structs.replace(s, ref_logprob=-float(len(s.completion_token_ids)), ref_model="ref-id")
+            for s in samples
+        ]
+
+
+def test_an_actor_running_the_reference_stamps_every_sample_it_pushes(
+    tmp_path: Path, reward_url: str, loop
+) -> None:  # type: ignore[no-untyped-def]
+    reference = LengthReference()
+    worker = make_worker(tmp_path, reward_url, loop, reference=reference)
+    assert worker.step() == "generated"
+    worker.drain()
+    batch = worker.buffer.sample(3, learner_version=0)
+    assert reference.calls == [12]  # one call per batch: 3 prompts x 4 samples
+    for group in batch.groups:
+        assert [s.ref_logprob for s in group.samples] == [
+            -float(len(s.completion_token_ids)) for s in group.samples
+        ]
+        assert {s.ref_model for s in group.samples} == {"ref-id"}
+        assert group.rewards == [1.0, 0.0, 1.0, 0.0]  # the samples keep their order and rewards
+    assert worker.stats.reference_seconds > 0
 
 
 class GatedBuffer(MemoryBuffer):

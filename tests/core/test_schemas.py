@@ -4,6 +4,7 @@ import math
 import struct
 
 import msgpack
+import msgspec
 import pytest
 import torch
 
@@ -101,6 +102,42 @@ def test_the_wire_format_is_v1_byte_for_byte() -> None:
     assert ScoredGroup.from_bytes(written_before) == original
     reordered = dict(reversed(v1_map(original).items()))  # a map's key order is not part of the format
     assert ScoredGroup.from_bytes(msgpack.packb(reordered, use_bin_type=True)) == original
+
+
+def test_a_reference_stamp_travels_and_leaves_the_v1_fields_as_they_were() -> None:
+    # `ref_logprob`/`ref_model` (model.reference_on: actors) go on the wire only when set: a build
+    # that predates them reads the v1 fields unchanged and skips the two keys it does not know.
+    original = group([sample(completion=(9, 8)), sample(version=1)], rewards=[0.25, None])
+    stamped = msgspec.structs.replace(
+        original,
+        samples=[
+            msgspec.structs.replace(s, ref_logprob=-1.5 - i, ref_model="ab12")
+            for i, s in enumerate(original.samples)
+        ],
+    )
+    decoded = ScoredGroup.from_bytes(stamped.to_bytes())
+    assert decoded == stamped and [s.ref_logprob for s in decoded.samples] == [-1.5, -2.5]
+    fields = msgpack.unpackb(stamped.to_bytes(), raw=False)
+    for sample_map in fields["samples"]:
+        assert (sample_map.pop("ref_logprob"), sample_map.pop("ref_model"))[1] == "ab12"
+    assert fields == msgpack.unpackb(msgpack.packb(v1_map(original), use_bin_type=True), raw=False)
+    with pytest.raises(SchemaError, match="ref_logprob and ref_model come together"):
+        msgspec.structs.replace(original.samples[0], ref_logprob=-1.0)
+    with pytest.raises(SchemaError, match="ref_logprob nan"):
+        msgspec.structs.replace(original.samples[0], ref_logprob=float("nan"), ref_model="ab12")
+
+
+def test_a_batch_takes_stamps_of_the_named_reference_only() -> None:
+    stamp = {"ref_logprob": -3.0, "ref_model": "mine"}
+    samples = [
+        msgspec.structs.replace(sample(), **stamp),
+        msgspec.structs.replace(sample(), ref_logprob=-4.0, ref_model="theirs"),
+        sample(),
+    ]
+    batch = build_train_batch([group(samples)], pad_token_id=0, reference_model="mine")
+    assert batch.reference_logprobs is not None
+    assert batch.reference_logprobs[0] == -3.0 and bool(batch.reference_logprobs[1:].isnan().all())
+    assert build_train_batch([group(samples)], pad_token_id=0).reference_logprobs is None
 
 
 def test_a_mistyped_field_is_named() -> None:

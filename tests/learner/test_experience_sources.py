@@ -12,10 +12,10 @@ from learner_support import learner_config, sampled_groups
 from transformers import AutoModelForCausalLM
 
 from core.config.learner import AlgorithmConfig
+from core.logprobs import completion_logprobs
+from core.reference_model import ReferenceModel
 from core.schemas import Sample, ScoredGroup, build_train_batch
 from learner import engine as ds
-from learner.logprobs import completion_logprobs
-from learner.reference import ReferenceModel
 from learner.step import (
     SOURCES,
     BadDataError,

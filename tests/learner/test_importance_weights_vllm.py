@@ -12,12 +12,12 @@ import torch
 from learner_support import learner_config
 from transformers import AutoModelForCausalLM
 
+from core.logprobs import completion_logprobs
+from core.reference_model import ReferenceModel
 from core.schemas import ScoredGroup, build_train_batch
 from core.tinymodels.tasks import read_jsonl
 from core.tokenization import load_tokenizer, render_chat
 from learner import engine as ds
-from learner.logprobs import completion_logprobs
-from learner.reference import ReferenceModel
 from learner.step import train_step
 
 pytestmark = pytest.mark.slow

@@ -8,11 +8,11 @@ import torch
 from learner_support import learner_config, sampled_groups
 from transformers import AutoModelForCausalLM
 
+from core.reference_model import ReferenceModel
 from core.schemas import build_train_batch
 from core.tinymodels.tasks import read_jsonl
 from learner import engine as ds
 from learner.checkpoint import LearnerState, save_checkpoint
-from learner.reference import ReferenceModel
 from learner.step import train_step
 from tests.generation_support import greedy_disagreements
 

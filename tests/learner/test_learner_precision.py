@@ -10,9 +10,9 @@ from test_single_pass_microbatch import BETA, Case, FixedReference, mixed_groups
 
 from core.config import load_config
 from core.config.learner import AlgorithmConfig, LearnerConfig
+from core.logprobs import completion_logprobs_at
 from core.schemas import build_train_batch
 from learner import engine as ds
-from learner.logprobs import completion_logprobs_at
 from learner.step import train_step
 
 

@@ -11,11 +11,11 @@ import torch
 from learner_support import learner_config, sampled_groups
 from transformers import AutoModelForCausalLM
 
+from core.reference_model import ReferenceModel
 from core.schemas import Sample, ScoredGroup, build_train_batch
 from core.weight_sync.filesystem import published_versions
 from learner import engine as ds
 from learner.data_parallel import Ranks, Shard, assign_groups, order_for_ranks
-from learner.reference import ReferenceModel
 from learner.step import train_step
 from tests.ray_support import fresh_ray_init
 

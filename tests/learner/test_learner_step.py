@@ -12,11 +12,11 @@ import torch
 from learner_support import learner_config, sampled_groups
 from transformers import AutoModelForCausalLM
 
+from core.logprobs import completion_logprobs, token_logprobs
+from core.reference_model import ReferenceModel
 from core.schemas import SchemaError, ScoredGroup, build_train_batch
 from learner import engine as ds
 from learner.algorithms import LOSSES
-from learner.logprobs import completion_logprobs, token_logprobs
-from learner.reference import ReferenceModel
 from learner.step import BadDataError, plan_micro_batches, row_keys, screen_groups, train_step
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,9 @@ from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from core.config import load_config
 from core.config.model import LoraConfig
+from core.logprobs import completion_logprobs
+from core.reference_model import ReferenceModel
 from learner import engine as ds
-from learner.logprobs import completion_logprobs
 from learner.lora import (
     ADAPTER_DIR,
     AdapterOff,
@@ -23,7 +24,6 @@ from learner.lora import (
     save_lora_export,
     trainable_parameters,
 )
-from learner.reference import ReferenceModel
 
 LORA = LoraConfig(rank=4, alpha=8.0)
 

@@ -17,17 +17,17 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from core.config import load_config
 from core.config.learner import AlgorithmConfig
+from core.logprobs import completion_logprobs_at
 from core.schemas import Sample, ScoredGroup, TrainBatch, build_train_batch
 from learner import engine as ds
 from learner import step as step_module
 from learner.algorithms import LOSSES, NORMALISERS
-from learner.logprobs import completion_logprobs_at
 from learner.step import plan_group_micro_batches, plan_step, train_step
 
 VOCAB, PAD = 40, 0
 BUDGET = 100  # tokens: a few whole groups per micro-batch, several micro-batches per batch
 BETA = 0.1
-# Log-softmax runs in float32 whatever the model's dtype (learner/logprobs.py), and a micro-batch is
+# Log-softmax runs in float32 whatever the model's dtype (core/logprobs.py), and a micro-batch is
 # padded to its own width, so equal here means to float32 round-off, relative to the gradient's norm.
 TOLERANCE = 1e-6
 # Losses and metrics combine sequence log-probs of tens of nats (float32: ~1e-6 nat apart) with

@@ -1,6 +1,6 @@
 """`tandem train` end to end, shortened: real vLLM actor under Ray, embedded reward server over HTTP,
 Ray-served memory buffer, DeepSpeed learner, the default weight transport (`auto`: `collective` on one
-machine); then a resume of the same run."""
+machine); then a resume of the same run. The offline mix runs the reference on the actor's side."""
 
 import json
 from pathlib import Path
@@ -160,6 +160,7 @@ def test_offline_mix_config_trains_on_offline_and_fresh_groups_with_redis(
         *short_demo(run_dir, tiny_arith_model, 4),
         f"buffer.namespace={namespace}",
         f"buffer.offline_files=[{offline}]",
+        "model.reference_on=actors",  # the actor stamps its samples; offline rows are the learner's
     ]
     config = load_config(ROOT / "configs" / "offline-mix.yaml", overrides)
     try:
@@ -171,6 +172,11 @@ def test_offline_mix_config_trains_on_offline_and_fresh_groups_with_redis(
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     assert [row["step"] for row in metrics] == [1, 2, 3, 4]
     assert sum(row["num_replayed"] for row in metrics) > 0 and sum(row["num_fresh"] for row in metrics) > 0
+    # Fresh rows are first sightings: each came stamped by the actor's reference, through Redis.
+    assert all(row["reference_from_actors"] > 0 for row in metrics if row["rows_fresh"])
+    # The first step with offline rows meets them for the first time: those the learner computed.
+    first_offline = next(row for row in metrics if row["rows_offline"])
+    assert first_offline["reference_from_actors"] < 1
     assert stats_keys, "the run's groups live in Redis under its namespace"
     from core.buffer import open_buffer
 

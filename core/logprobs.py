@@ -1,8 +1,10 @@
-"""Per-token and per-sequence log-probs for the policy and the reference, computed in one place.
+"""Per-token and per-sequence log-probs for the policy and the reference, computed in one place: the
+learner's step and reference model, and the actors' reference model (`model.reference_on: actors`)
+use these functions, so a reference log-prob means the same number whichever side computed it.
 
 Position t of `token_logprobs` holds log pi(x_t | x_<t) (position 0 holds 0: nothing predicts the first
 token). Logits are turned into log-probs in float32 whatever the model's dtype, and sequence sums
-accumulate in float32 (learner.algorithms.sequence_logprobs), so bf16 training keeps honest KL terms.
+accumulate in float32 (`sequence_logprobs`), so bf16 training keeps honest KL terms.
 
 `temperature` gives the log-probs of the tempered policy pi_T = softmax(logits / T): the distribution
 vLLM samples from at temperature T, and whose log-probs it returns with
@@ -13,7 +15,27 @@ from collections.abc import Sequence
 
 import torch
 
-from learner.algorithms import sequence_logprobs
+
+def compute_dtype(logprobs: torch.Tensor) -> torch.dtype:
+    """float32 or wider: bf16/fp16 log-probs of long completions lose whole nats, and CoPG squares them."""
+    return torch.promote_types(logprobs.dtype, torch.float32)
+
+
+def sequence_logprobs(token_logprobs: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """log pi(y|x) = sum over completion tokens of log pi(y_t | x, y_<t), accumulated in float32 or wider.
+
+    token_logprobs: [B, T] log-probs of the tokens at each position; completion_mask: [B, T] bool or 0/1
+    (True on completion tokens). Returns [B]. Prompt and padding positions contribute nothing, even if
+    their log-probs are -inf (masked with `where`, not multiplied: -inf * 0 is NaN).
+    """
+    if token_logprobs.shape != completion_mask.shape:
+        raise ValueError(
+            f"token_logprobs {tuple(token_logprobs.shape)} and "
+            f"completion_mask {tuple(completion_mask.shape)} differ"
+        )
+    accumulate = compute_dtype(token_logprobs)
+    masked = torch.where(completion_mask.bool(), token_logprobs.to(accumulate), 0.0)
+    return masked.sum(dim=-1)
 
 
 def _chosen(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float) -> torch.Tensor:
