@@ -4,7 +4,7 @@ use these functions, so a reference log-prob means the same number whichever sid
 
 Position t of `token_logprobs` holds log pi(x_t | x_<t) (position 0 holds 0: nothing predicts the first
 token). Logits are turned into log-probs in float32 whatever the model's dtype, and sequence sums
-accumulate in float32 (`sequence_logprobs`), so bf16 training keeps honest KL terms.
+accumulate in float32 (`sequence_sum`), so bf16 training keeps honest KL terms.
 
 `temperature` gives the log-probs of the tempered policy pi_T = softmax(logits / T): the distribution
 vLLM samples from at temperature T, and whose log-probs it returns with
@@ -16,26 +16,13 @@ from collections.abc import Sequence
 import torch
 
 
-def compute_dtype(logprobs: torch.Tensor) -> torch.dtype:
-    """float32 or wider: bf16/fp16 log-probs of long completions lose whole nats, and CoPG squares them."""
-    return torch.promote_types(logprobs.dtype, torch.float32)
-
-
-def sequence_logprobs(token_logprobs: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
-    """log pi(y|x) = sum over completion tokens of log pi(y_t | x, y_<t), accumulated in float32 or wider.
-
-    token_logprobs: [B, T] log-probs of the tokens at each position; completion_mask: [B, T] bool or 0/1
-    (True on completion tokens). Returns [B]. Prompt and padding positions contribute nothing, even if
-    their log-probs are -inf (masked with `where`, not multiplied: -inf * 0 is NaN).
-    """
-    if token_logprobs.shape != completion_mask.shape:
-        raise ValueError(
-            f"token_logprobs {tuple(token_logprobs.shape)} and "
-            f"completion_mask {tuple(completion_mask.shape)} differ"
-        )
-    accumulate = compute_dtype(token_logprobs)
-    masked = torch.where(completion_mask.bool(), token_logprobs.to(accumulate), 0.0)
-    return masked.sum(dim=-1)
+def sequence_sum(token_logprobs: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """[B]: the token log-probs summed over the completion positions, in float32 or wider; masked
+    with `where`, since prompt or padding positions may hold -inf (and -inf * 0 is NaN). The same sum
+    as learner.algorithms.sequence_logprobs, which stays pure torch for the losses (a test holds the
+    two equal)."""
+    accumulate = torch.promote_types(token_logprobs.dtype, torch.float32)
+    return torch.where(completion_mask.bool(), token_logprobs.to(accumulate), 0.0).sum(dim=-1)
 
 
 def _chosen(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -63,7 +50,7 @@ def completion_logprobs(
     temperature: float = 1.0,
 ) -> torch.Tensor:
     """[B] log pi_T(y | x): token log-probs summed over the completion positions."""
-    return sequence_logprobs(token_logprobs(model, input_ids, attention_mask, temperature), completion_mask)
+    return sequence_sum(token_logprobs(model, input_ids, attention_mask, temperature), completion_mask)
 
 
 def completion_logprobs_at(
@@ -79,7 +66,6 @@ def completion_logprobs_at(
     # the step on a big-vocabulary model (`_chosen`'s own cast is then a no-op).
     logits = model(input_ids=input_ids, attention_mask=attention_mask.long()).logits.float()
     columns = [
-        sequence_logprobs(_chosen(logits, input_ids, temperature), completion_mask)
-        for temperature in temperatures
+        sequence_sum(_chosen(logits, input_ids, temperature), completion_mask) for temperature in temperatures
     ]
     return torch.stack(columns, dim=1)

@@ -12,10 +12,6 @@ from typing import Literal
 
 import torch
 
-# Shared with the actors' reference model, so they live in core/; re-exported for the losses.
-from core.logprobs import compute_dtype as compute_dtype
-from core.logprobs import sequence_logprobs as sequence_logprobs
-
 Normaliser = Literal["groups", "samples"]
 """What a loss averages over at the top level: `groups` (CoPG: the mean over groups of each group's
 pair mean) or `samples` (RLOO, AGRO: the mean over completions). Inside that mean every term depends
@@ -129,6 +125,11 @@ def check_inputs(
     return n
 
 
+def compute_dtype(logprobs: torch.Tensor) -> torch.dtype:
+    """float32 or wider: bf16/fp16 log-probs of long completions lose whole nats, and CoPG squares them."""
+    return torch.promote_types(logprobs.dtype, torch.float32)
+
+
 def apply_averaging(
     loss_name: str,
     logprobs: torch.Tensor,
@@ -153,6 +154,23 @@ def apply_averaging(
         )
     divisor = lengths.to(logprobs.dtype)
     return logprobs / divisor, ref_logprobs / divisor
+
+
+def sequence_logprobs(token_logprobs: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """log pi(y|x) = sum over completion tokens of log pi(y_t | x, y_<t), accumulated in float32 or wider.
+
+    token_logprobs: [B, T] log-probs of the tokens at each position; completion_mask: [B, T] bool or 0/1
+    (True on completion tokens). Returns [B]. Prompt and padding positions contribute nothing, even if
+    their log-probs are -inf (masked with `where`, not multiplied: -inf * 0 is NaN).
+    """
+    if token_logprobs.shape != completion_mask.shape:
+        raise ValueError(
+            f"token_logprobs {tuple(token_logprobs.shape)} and "
+            f"completion_mask {tuple(completion_mask.shape)} differ"
+        )
+    accumulate = compute_dtype(token_logprobs)
+    masked = torch.where(completion_mask.bool(), token_logprobs.to(accumulate), 0.0)
+    return masked.sum(dim=-1)
 
 
 def reward_metrics(

@@ -155,6 +155,20 @@ def test_low_precision_logprobs_are_computed_in_float32(name: str) -> None:
     assert logprobs.grad is not None and logprobs.grad.dtype == torch.bfloat16
 
 
+def test_the_model_side_sum_is_the_losses_sum() -> None:
+    # core/logprobs.py sums a model's token log-probs itself (learner/algorithms stays pure torch):
+    # the two must agree, in every dtype, with -inf outside the completion.
+    from core.logprobs import sequence_sum
+
+    generator = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        tokens = (-torch.rand(5, 9, generator=generator)).to(dtype)
+        tokens[:, 0] = float("-inf")
+        mask = torch.rand(5, 9, generator=generator) > 0.4
+        mask[:, 0] = False
+        assert torch.equal(sequence_sum(tokens, mask), sequence_logprobs(tokens, mask))
+
+
 def test_sequence_logprobs_ignores_minus_infinity_outside_the_completion() -> None:
     # A -inf at a masked (prompt) position must not turn the sum into NaN: -inf * 0 = NaN, so mask by `where`.
     tokens = torch.tensor([[-float("inf"), -1.0, -0.5]])
