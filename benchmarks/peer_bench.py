@@ -221,8 +221,9 @@ def tandem_overrides(settings: PeerSettings) -> list[str]:
         for key, value in row.tandem.items()
         if key != "reward.scorers"
     ]
-    # Long enough that the step budget, not the clock, ends the run on a loaded machine too.
-    return [*overrides, "run.max_minutes=30"]
+    # Long enough that the step budget, not the clock, ends the run on a loaded machine too. The CPUs
+    # split between actors and learner (`auto`, core/affinity.py), as the figures were measured.
+    return [*overrides, "run.max_minutes=30", "actors.cpu_affinity=auto", "learner.cpu_affinity=auto"]
 
 
 def reward_rule(config: Path = CONFIG) -> dict[str, Any]:
