@@ -23,7 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from core.logprobs import completion_logprobs
-from core.schemas import Sample, TrainBatch
+from core.schemas import Sample, TrainBatch, pad_samples
 
 # Rows x positions of one actor-side forward pass: bounds its activations like the learner's
 # micro-batches (`learner.micro_batch_tokens`) do.
@@ -100,19 +100,11 @@ class ReferenceModel:
             raise ValueError(
                 "a reference without an identity cannot stamp samples (the learner could not check them)"
             )
-        rows = [(list(s.prompt_token_ids), list(s.completion_token_ids)) for s in samples]
         values: list[float] = []
-        for chunk in _chunks([len(p) + len(c) for p, c in rows], SCORE_TOKEN_BUDGET):
-            width = max(len(rows[i][0]) + len(rows[i][1]) for i in chunk)
-            input_ids = torch.zeros((len(chunk), width), dtype=torch.long)  # right padding: never attended
-            attention = torch.zeros((len(chunk), width), dtype=torch.bool)
-            completion = torch.zeros((len(chunk), width), dtype=torch.bool)
-            for row, index in enumerate(chunk):
-                prompt, tokens = rows[index]
-                length = len(prompt) + len(tokens)
-                input_ids[row, :length] = torch.tensor(prompt + tokens, dtype=torch.long)
-                attention[row, :length] = True
-                completion[row, len(prompt) : length] = True
+        lengths = [len(s.prompt_token_ids) + len(s.completion_token_ids) for s in samples]
+        for chunk in _chunks(lengths, SCORE_TOKEN_BUDGET):
+            # Pad id 0: right padding is never attended, so its value does not matter.
+            input_ids, attention, completion = pad_samples([samples[i] for i in chunk], pad_token_id=0)
             found = completion_logprobs(
                 self.model, input_ids.to(self.device), attention.to(self.device), completion.to(self.device)
             )

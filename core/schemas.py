@@ -273,9 +273,7 @@ def build_train_batch(
     """Collate scored groups into one padded `TrainBatch` (only fully scored groups are allowed).
     `reference_model`: the learner's reference identity; samples stamped by that model bring their
     reference log-probs along (a stamp by any other model is ignored)."""
-    tokens = array("i")  # every row's prompt then completion tokens, back to back
-    row_lengths: list[int] = []
-    prompt_lengths: list[int] = []
+    rows: list[Sample] = []
     rewards: list[float] = []
     group_index: list[int] = []
     versions: list[int] = []
@@ -285,10 +283,7 @@ def build_train_batch(
         if not group.all_scored:
             raise SchemaError(f"group {group.group_id!r} has unscored samples and cannot be trained on")
         for sample, reward in zip(group.samples, group.rewards, strict=True):
-            for part in (sample.prompt_token_ids, sample.completion_token_ids):
-                tokens.frombytes(memoryview(part).cast("B"))  # type: ignore[arg-type]  # arrays or views
-            row_lengths.append(len(sample.prompt_token_ids) + len(sample.completion_token_ids))
-            prompt_lengths.append(len(sample.prompt_token_ids))
+            rows.append(sample)
             rewards.append(float(reward))  # type: ignore[arg-type]  # all_scored guarantees a float
             group_index.append(index)
             versions.append(sample.policy_version)
@@ -296,19 +291,9 @@ def build_train_batch(
             behaviour.append(math.fsum(logprobs) if logprobs is not None else math.nan)
             matches = sample.ref_model is not None and sample.ref_model == reference_model
             stamped.append(sample.ref_logprob if matches and sample.ref_logprob is not None else math.nan)
-    if not row_lengths:
+    if not rows:
         raise SchemaError("cannot build a TrainBatch from no groups")
-    flat = torch.frombuffer(tokens, dtype=torch.int32).long() if tokens else torch.zeros(0, dtype=torch.long)
-    width = max(row_lengths)
-    input_ids = torch.full((len(row_lengths), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(row_lengths), width), dtype=torch.bool)
-    completion_mask = torch.zeros((len(row_lengths), width), dtype=torch.bool)
-    offset = 0
-    for row_index, (length, prompt_length) in enumerate(zip(row_lengths, prompt_lengths, strict=True)):
-        input_ids[row_index, :length] = flat[offset : offset + length]
-        attention_mask[row_index, :length] = True
-        completion_mask[row_index, prompt_length:length] = True
-        offset += length
+    input_ids, attention_mask, completion_mask = pad_samples(rows, pad_token_id)
     return TrainBatch(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -321,6 +306,30 @@ def build_train_batch(
         group_ids=[group.group_id for group in groups],
         reference_logprobs=None if reference_model is None else torch.tensor(stamped, dtype=torch.float64),
     )
+
+
+def pad_samples(
+    samples: Sequence[Sample], pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[B, T] input ids (prompt then completion, right-padded), attention mask and completion mask of
+    the samples: the layout the learner's batches and the actors' reference passes share."""
+    tokens = array("i")  # every row's prompt then completion tokens, back to back
+    for sample in samples:
+        for part in (sample.prompt_token_ids, sample.completion_token_ids):
+            tokens.frombytes(memoryview(part).cast("B"))  # type: ignore[arg-type]  # arrays or views
+    row_lengths = [len(s.prompt_token_ids) + len(s.completion_token_ids) for s in samples]
+    flat = torch.frombuffer(tokens, dtype=torch.int32).long() if tokens else torch.zeros(0, dtype=torch.long)
+    width = max(row_lengths)
+    input_ids = torch.full((len(row_lengths), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(row_lengths), width), dtype=torch.bool)
+    completion_mask = torch.zeros((len(row_lengths), width), dtype=torch.bool)
+    offset = 0
+    for row_index, (sample, length) in enumerate(zip(samples, row_lengths, strict=True)):
+        input_ids[row_index, :length] = flat[offset : offset + length]
+        attention_mask[row_index, :length] = True
+        completion_mask[row_index, len(sample.prompt_token_ids) : length] = True
+        offset += length
+    return input_ids, attention_mask, completion_mask
 
 
 NumericArray = array | memoryview
